@@ -1,0 +1,188 @@
+"""The `lusifer` command line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from coordinator.local import LOCAL_MODEL_NAME
+from coordinator.runner import report_run, resolve_dataset_config, resume_run, start_run
+from coordinator.services import database_url_of
+from coordinator.status import print_runs, print_status
+from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
+from lusifer.db import create_tables, get_engine
+from lusifer.errors import ConfigurationError, LusiferError
+from lusifer.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="lusifer",
+    help="Simulate recommender-system users with an LLM and measure how faithful they are.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+
+def _guard(action: Callable[[], T], run_id: str | None = None) -> T:
+    """Turn expected failures into one line on stderr and a non-zero exit."""
+    try:
+        return action()
+    except LusiferError as err:
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        hint = f"; `lusifer resume {run_id}` finishes it" if run_id else ""
+        err_console.print(f"[yellow]interrupted[/]{hint}")
+        raise typer.Exit(130) from None
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except Exception as err:  # pydantic's ValidationError of a bad environment variable
+        first = str(err).strip().splitlines()
+        raise ConfigurationError(
+            f"invalid LUSIFER_ environment setting: {' '.join(first[:3])}; fix the variable"
+        ) from None
+
+
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigurationError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+@app.command()
+def run(
+    data_dir: Annotated[Path | None, typer.Option(help="ml-100k directory, or one holding ml-100k/ and tmdb/; default: LUSIFER_DATA_DIR, else downloaded")] = None,  # noqa: E501
+    overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
+    folds: Annotated[str, typer.Option(help="Comma-separated folds")] = "u1,u2,u3,u4,u5",
+    users: Annotated[str | None, typer.Option(help="Comma-separated user ids")] = None,
+    max_users: Annotated[int | None, typer.Option(help="First N users of each fold")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint; default: a local SmolLM2 server")] = None,  # noqa: E501
+    model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
+    temperature: Annotated[float, typer.Option()] = 0.0,
+    structured_output: Annotated[str | None, typer.Option(help="json_schema | json_object | none")] = None,  # noqa: E501
+    prompt_set: Annotated[str, typer.Option(help="Prompt set: lusifer (default) or paper")] = "lusifer",  # noqa: E501
+    prompts_dir: Annotated[Path | None, typer.Option(help="Own directory of prompt sets")] = None,
+    chunk_size: Annotated[int | None, typer.Option(help="Test items per rating call")] = None,
+    profile_history: Annotated[int, typer.Option(help="Last N training ratings")] = 40,
+    profile_batch: Annotated[int, typer.Option(help="Ratings per profile step")] = 10,
+    recent_k: Annotated[int, typer.Option(help="Recent rated items shown when rating")] = 10,
+    max_reask: Annotated[int, typer.Option(help="Re-asks for missing items")] = 2,
+    price_prompt: Annotated[float, typer.Option(help="USD per 1M prompt tokens")] = 0.0,
+    price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
+    run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
+    workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
+    threads: Annotated[int, typer.Option(help="Local mode: threads per worker")] = 4,
+) -> None:
+    """Run phase 1 (profiles) and phase 2 (ratings) and print the metrics per fold."""
+    name = run_id or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+    def action() -> None:
+        settings = _settings()
+        endpoint = base_url or settings.llm_base_url
+        model_name = model or settings.llm_model
+        if endpoint is None:
+            endpoint, model_name = LOCAL_BASE_URL, model_name or LOCAL_MODEL_NAME
+            # llama.cpp takes the schema inside json_object and turns it into a grammar.
+            output: StructuredOutput | str = structured_output or "json_object"
+        else:
+            output = structured_output or "json_schema"
+            if model_name is None:
+                raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
+        config = parse_run_config(
+            {
+                "dataset": resolve_dataset_config(data_dir, overviews, settings),
+                "folds": tuple(f.strip() for f in folds.split(",") if f.strip()),
+                "users": _ints(users, "--users"),
+                "max_users": max_users,
+                "profile_history": profile_history,
+                "profile_batch": profile_batch,
+                "recent_k": recent_k,
+                "chunk_size": chunk_size,
+                "max_reask": max_reask,
+                "prompt_set": prompt_set,
+                "prompts_dir": prompts_dir,
+                "llm": {
+                    "base_url": endpoint,
+                    "model": model_name,
+                    "temperature": temperature,
+                    "structured_output": output,
+                    "price_prompt_per_mtok": price_prompt,
+                    "price_completion_per_mtok": price_completion,
+                },
+            }
+        )
+        start_run(config, name, settings, console, workers=workers, threads=threads)
+
+    _guard(action, name)
+
+
+@app.command()
+def resume(
+    run_id: str,
+    workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
+    threads: Annotated[int, typer.Option(help="Local mode: threads per worker")] = 4,
+) -> None:
+    """Finish an interrupted run without repeating any LLM call that succeeded."""
+    _guard(lambda: resume_run(run_id, _settings(), console, workers=workers, threads=threads),
+           run_id)
+
+
+@app.command()
+def status(run_id: str) -> None:
+    """Show the jobs of a run by kind and state."""
+    _guard(lambda: print_status(get_engine(database_url_of(_settings())), run_id, console))
+
+
+@app.command()
+def report(run_id: str) -> None:
+    """Print the metrics tables of a run again from the database."""
+    _guard(lambda: report_run(run_id, _settings(), console))
+
+
+@app.command()
+def runs() -> None:
+    """List the runs in the database."""
+    _guard(lambda: print_runs(get_engine(database_url_of(_settings())), console))
+
+
+@app.command("init-db")
+def init_db() -> None:
+    """Create the database tables (the one-shot step of a cluster)."""
+
+    def action() -> None:
+        url = database_url_of(_settings())
+        create_tables(get_engine(url))
+        console.print("tables ready")
+
+    _guard(action)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def worker(ctx: typer.Context) -> None:
+    """Start a Celery worker (extra arguments go to `celery worker`)."""
+    settings = _guard(_settings)
+    args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", settings.queue,
+            "--pool", "threads", "--concurrency", str(settings.worker_concurrency), *ctx.args]
+    os.execv(sys.executable, args)
+
+
+def main() -> None:
+    """Entry point of the `lusifer` command."""
+    app()

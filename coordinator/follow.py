@@ -1,0 +1,151 @@
+"""Following a run: enqueue what is ready, show progress, notice the end — all from the database."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+from celery import Celery
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+from sqlalchemy import Engine, func, update
+from sqlmodel import Session, col, select
+
+from lusifer.celery_app import send_jobs
+from lusifer.db import session_scope
+from lusifer.errors import LusiferError
+from lusifer.jobstore import take_for_queue
+from lusifer.tables import Job, JobKind, JobState, Run
+
+
+class RunStopped(LusiferError):
+    """The run was stopped by a permanent failure (the message says which)."""
+
+
+def job_counts(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
+    """Number of jobs per kind and state."""
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Job.kind, Job.state, func.count())
+            .where(Job.run_id == run_id)
+            .group_by(col(Job.kind), col(Job.state))
+        ).all()
+    for kind, state, n in rows:
+        counts[kind][state] = int(n)
+    return counts
+
+
+def ready_job_ids(engine: Engine, run_id: str) -> list[str]:
+    """Pending jobs whose dependency is done (or that have none)."""
+    with Session(engine) as session:
+        done = select(Job.id).where(Job.run_id == run_id, Job.state == JobState.DONE)
+        rows = session.exec(
+            select(Job.id)
+            .where(Job.run_id == run_id, Job.state == JobState.PENDING)
+            .where(col(Job.depends_on).is_(None) | col(Job.depends_on).in_(done))
+            .order_by(col(Job.kind), col(Job.id))
+        ).all()
+    return list(rows)
+
+
+def enqueue_ready(engine: Engine, app: Celery, run_id: str, queue: str) -> int:
+    """Queue every ready job of a run that nobody queued yet; return how many."""
+    taken = take_for_queue(engine, ready_job_ids(engine, run_id), [JobState.PENDING])
+    if taken:
+        send_jobs(app, taken, queue)
+    return len(taken)
+
+
+def reset_unfinished(engine: Engine, run_id: str, include_failed: bool = True) -> int:
+    """Put every unfinished (and failed) job of a run back to pending, for resume."""
+    states = [JobState.QUEUED, JobState.RUNNING] + ([JobState.FAILED] if include_failed else [])
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(col(Job.run_id) == run_id, col(Job.state).in_(states))
+            .values(state=JobState.PENDING, error=None)
+        )
+        session.execute(
+            update(Run).where(col(Run.id) == run_id).values(status="running", error=None)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def set_run_status(engine: Engine, run_id: str, status: str) -> None:
+    """Record the status of a run."""
+    with session_scope(engine) as session:
+        session.execute(update(Run).where(col(Run.id) == run_id).values(status=status))
+
+
+class _RateColumn(ProgressColumn):
+    """Jobs per second."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("–/s" if speed is None else f"{speed:.2f}/s", style="progress.data.speed")
+
+
+def follow(
+    engine: Engine,
+    app: Celery,
+    run_id: str,
+    queue: str,
+    console: Console,
+    *,
+    poll_s: float = 0.5,
+    health_check: Callable[[], None] | None = None,
+) -> None:
+    """Enqueue ready jobs and show progress until every job is done or failed."""
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[failed]} failed"),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+    with progress:
+        bars = {
+            kind: progress.add_task(label, total=None, failed=0)
+            for kind, label in ((JobKind.PROFILE, "profiles"), (JobKind.RATING, "ratings"))
+        }
+        while True:
+            with Session(engine) as session:
+                run = session.get(Run, run_id)
+                if run is not None and run.status == "failed":
+                    raise RunStopped(f"run {run_id} stopped: {run.error}")
+            enqueue_ready(engine, app, run_id, queue)
+            counts = job_counts(engine, run_id)
+            unfinished = 0
+            for kind, bar in bars.items():
+                states = counts.get(kind, {})
+                total = sum(states.values())
+                finished = states.get(JobState.DONE, 0) + states.get(JobState.FAILED, 0)
+                unfinished += total - finished
+                progress.update(
+                    bar, total=total, completed=finished, failed=states.get(JobState.FAILED, 0)
+                )
+            if unfinished == 0:
+                set_run_status(engine, run_id, "done")
+                return
+            if health_check is not None:
+                health_check()
+            time.sleep(poll_s)

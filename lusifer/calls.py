@@ -1,0 +1,108 @@
+"""Every LLM call cached and recorded: a finished call is committed before it is used.
+
+A call's content-addressed key is looked up first; a hit costs nothing and is recorded as a
+cache use, so resuming or rerunning a run repeats no call that already succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from lusifer.config import LLMConfig
+from lusifer.db import session_scope, upsert
+from lusifer.llm import ChatModel, ChatRequest, ChatResult
+from lusifer.tables import CallUse, LLMCall
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Whose call it is, for accounting."""
+
+    run_id: str
+    job_id: str
+    fold: str
+
+
+def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> float:
+    """Estimated cost in USD of a call at the configured prices."""
+    return (
+        prompt_tokens * config.price_prompt_per_mtok
+        + completion_tokens * config.price_completion_per_mtok
+    ) / 1_000_000
+
+
+class RecordedModel:
+    """A ``ChatModel`` that answers from the call cache when it can and records every call."""
+
+    def __init__(
+        self, engine: Engine, model: ChatModel, config: LLMConfig, context: CallContext
+    ) -> None:
+        self._engine = engine
+        self._model = model
+        self._config = config
+        self._context = context
+        self.new_calls = 0
+        self.cache_hits = 0
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        """Answer from the cache, or call the model and commit the call at once."""
+        key = request.cache_key()
+        with Session(self._engine) as session:
+            row = session.get(LLMCall, key)
+        if row is not None:
+            self.cache_hits += 1
+            self._record_use(key, cached=True, retries=0)
+            return ChatResult(
+                text=row.response_text,
+                prompt_tokens=row.prompt_tokens,
+                completion_tokens=row.completion_tokens,
+                cached_tokens=row.cached_tokens,
+                latency_s=0.0,
+            )
+        result = self._model.complete(request)
+        self.new_calls += 1
+        with session_scope(self._engine) as session:
+            upsert(
+                session,
+                LLMCall,
+                [
+                    {
+                        "key": key,
+                        "model": request.model,
+                        "request_json": json.dumps(request.model_dump(mode="json")),
+                        "response_text": result.text,
+                        "prompt_tokens": result.prompt_tokens,
+                        "completion_tokens": result.completion_tokens,
+                        "cached_tokens": result.cached_tokens,
+                        "latency_s": result.latency_s,
+                        "cost_usd": call_cost(
+                            self._config, result.prompt_tokens, result.completion_tokens
+                        ),
+                    }
+                ],
+                keys=["key"],
+            )
+        self._record_use(key, cached=False, retries=result.retries)
+        return result
+
+    def _record_use(self, key: str, *, cached: bool, retries: int) -> None:
+        with session_scope(self._engine) as session:
+            upsert(
+                session,
+                CallUse,
+                [
+                    {
+                        "run_id": self._context.run_id,
+                        "job_id": self._context.job_id,
+                        "call_key": key,
+                        "fold": self._context.fold,
+                        "cached": cached,
+                        "retries": retries,
+                    }
+                ],
+                keys=["run_id", "job_id", "call_key"],
+            )

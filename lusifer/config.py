@@ -1,0 +1,92 @@
+"""The run configuration: everything that decides what a run computes.
+
+It is stored as JSON with the run, so workers, ``resume`` and ``report`` all read the same
+configuration from the database. It holds no secret.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from lusifer.errors import ConfigurationError
+
+LOCAL_BASE_URL = "local"
+
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+
+
+class LLMConfig(BaseModel):
+    """Which model answers, how, and what its tokens cost."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    base_url: str = Field(
+        description="OpenAI-compatible endpoint, e.g. https://api.openai.com/v1; "
+        f"{LOCAL_BASE_URL!r}: the model server that local mode starts"
+    )
+    model: str
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    structured_output: StructuredOutput = Field(
+        default="json_schema",
+        description="json_schema (OpenAI, vLLM), json_object (llama.cpp: schema inside), none",
+    )
+    profile_max_tokens: int = Field(default=400, ge=16)
+    rating_tokens_per_item: int = Field(default=12, ge=4)
+    timeout_s: float = Field(default=120.0, gt=0)
+    price_prompt_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
+    price_completion_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output")
+
+
+class DatasetConfig(BaseModel):
+    """Where the data comes from."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["movielens-100k"] = "movielens-100k"
+    data_dir: Path | None = Field(default=None, description="Unpacked ml-100k directory")
+    overviews_csv: Path | None = Field(default=None, description="CSV movie_id,overview")
+
+
+class RunConfig(BaseModel):
+    """What a run computes: data, folds, users, method sizes, prompts and model."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dataset: DatasetConfig = DatasetConfig()
+    folds: tuple[str, ...] = ("u1", "u2", "u3", "u4", "u5")
+    users: tuple[int, ...] | None = Field(default=None, description="None: every user")
+    max_users: int | None = Field(default=None, ge=1, description="First N users per fold")
+    profile_history: int = Field(default=40, ge=1, description="Last N training ratings")
+    profile_batch: int = Field(default=10, ge=1, description="Ratings per profile step")
+    recent_k: int = Field(default=10, ge=0, description="Recent rated items in rating prompts")
+    chunk_size: int | None = Field(
+        default=None, ge=1, description="Test items per rating call; None: prompt set default"
+    )
+    max_reask: int = Field(default=2, ge=0, description="Re-asks for missing or invalid items")
+    prompt_set: str = "lusifer"
+    prompts_dir: Path | None = Field(default=None, description="Own directory of prompt sets")
+    llm: LLMConfig
+
+    @model_validator(mode="after")
+    def _sizes_make_sense(self) -> RunConfig:
+        if self.profile_batch > self.profile_history:
+            raise ValueError(
+                f"profile batch {self.profile_batch} is larger than the profile history "
+                f"{self.profile_history}: use a batch no larger than the history"
+            )
+        if not self.folds:
+            raise ValueError("no fold selected: name at least one fold, e.g. --folds u1")
+        return self
+
+
+def parse_run_config(data: object) -> RunConfig:
+    """Validate a run configuration, turning pydantic's report into one clear line."""
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "configuration"
+        raise ConfigurationError(f"invalid run configuration at {where}: {first['msg']}") from None

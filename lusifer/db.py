@@ -1,0 +1,115 @@
+"""Engines, sessions and dialect-portable upserts for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any
+
+from sqlalchemy import Engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine
+
+from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from lusifer.errors import ServiceError
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> Engine:
+    """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout)."""
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    except (ArgumentError, SQLAlchemyError, ImportError) as err:
+        raise ServiceError(
+            f"cannot use database URL {redact_url(url)}: {err}; "
+            "set LUSIFER_DATABASE_URL to e.g. postgresql+psycopg://user@host/db"
+        ) from None
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets the coordinator read progress while workers write.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def redact_url(url: str) -> str:
+    """Hide the password of a service URL before it is printed or logged."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+
+
+def create_tables(engine: Engine) -> None:
+    """Create every table that does not exist yet; fail with one line if unreachable."""
+    try:
+        SQLModel.metadata.create_all(engine)
+    except OperationalError as err:
+        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+        raise ServiceError(
+            f"database {redact_url(str(engine.url))} is unreachable ({reason}); "
+            "start it or fix LUSIFER_DATABASE_URL"
+        ) from None
+
+
+def check_database(engine: Engine) -> None:
+    """Fail with one line when the database cannot be reached."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except SQLAlchemyError as err:
+        orig = getattr(err, "orig", None)
+        reason = str(orig or err).strip().splitlines()[0]
+        raise ServiceError(
+            f"database {redact_url(str(engine.url))} is unreachable ({reason}); "
+            "start it or fix LUSIFER_DATABASE_URL"
+        ) from None
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def upsert(
+    session: Session,
+    table: type[SQLModel],
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] = (),
+) -> None:
+    """Insert ``rows``; on a conflict on ``keys`` update ``update`` columns (or do nothing)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # Batches keep the number of bound parameters under SQLite's limit.
+    batch = max(1, 30000 // max(1, len(rows[0])))
+    for start in range(0, len(rows), batch):
+        stmt = insert_fn(table.__table__).values(list(rows[start : start + batch]))  # type: ignore[attr-defined]
+        if update:
+            stmt = stmt.on_conflict_do_update(
+                index_elements=list(keys),
+                set_={col: getattr(stmt.excluded, col) for col in update},
+            )
+        else:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        session.execute(stmt)

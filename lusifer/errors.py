@@ -1,0 +1,56 @@
+"""The one error tree of Lusifer.
+
+Every expected failure is a ``LusiferError`` whose message is one line naming the problem and
+the fix; the command line prints that line and exits non-zero, never a traceback.
+
+- ``ConfigurationError``  invalid settings or run configuration (fix the flag / variable).
+- ``DataError``           missing or malformed dataset files, unknown ids (fix the input).
+- ``LLMError``            anything from the language model endpoint:
+  - ``TransientLLMError``   timeouts, 429, 5xx, connection errors: retried with backoff.
+  - ``PermanentLLMError``   401, unknown model, bad request: the run stops fast.
+  - ``OutputValidationError`` an answer that stays invalid after re-asking: the job fails
+                              with the raw text stored, the run goes on.
+- ``ServiceError``        broker or database unreachable.
+"""
+
+from __future__ import annotations
+
+
+class LusiferError(Exception):
+    """Base of every expected Lusifer failure; ``str(err)`` is a one-line message for users."""
+
+
+class ConfigurationError(LusiferError):
+    """Settings or run configuration that cannot work."""
+
+
+class DataError(LusiferError):
+    """Dataset files that are missing, unreadable or malformed, or ids that do not exist."""
+
+
+class ServiceError(LusiferError):
+    """A broker or database that cannot be reached or used."""
+
+
+class LLMError(LusiferError):
+    """A failure of the language model endpoint."""
+
+
+class TransientLLMError(LLMError):
+    """A failure that may succeed when tried again (timeout, 429, 5xx, connection reset)."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentLLMError(LLMError):
+    """A failure that will not go away by retrying (bad key, unknown model, bad request)."""
+
+
+class OutputValidationError(LLMError):
+    """An answer that does not match the expected schema, even after re-asking."""
+
+    def __init__(self, message: str, raw_text: str = "") -> None:
+        super().__init__(message)
+        self.raw_text = raw_text

@@ -1,0 +1,138 @@
+"""Doing a job: the plain functions a Celery task calls, storing results idempotently."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from lusifer.calls import CallContext, RecordedModel
+from lusifer.db import session_scope, upsert
+from lusifer.errors import OutputValidationError
+from lusifer.jobs import ProfileInputs, RatingInputs
+from lusifer.llm import ChatModel
+from lusifer.runs import RunContext
+from lusifer.simulation import (
+    ItemToRate,
+    ProfileStepResult,
+    RatedItem,
+    build_profile,
+    rate_items,
+)
+from lusifer.tables import Job, ProfileStep, SimulatedRating
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended: ``error`` set means failed with ``raw_output`` kept."""
+
+    error: str | None = None
+    raw_output: str | None = None
+    reasks: int = 0
+    new_calls: int = 0
+
+
+def _recorded(engine: Engine, model: ChatModel, ctx: RunContext, job: Job) -> RecordedModel:
+    return RecordedModel(engine, model, ctx.config.llm, CallContext(ctx.run_id, job.id, job.fold))
+
+
+def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatModel) -> JobOutcome:
+    """Build a user's profile step by step, storing every intermediate profile."""
+    inputs = ProfileInputs.model_validate_json(job.inputs_json)
+    batches = [
+        [RatedItem(item_id, ctx.item_info[item_id], rating) for item_id, rating in batch]
+        for batch in inputs.batches
+    ]
+    recorded = _recorded(engine, model, ctx, job)
+
+    def store(step: ProfileStepResult) -> None:
+        with session_scope(engine) as session:
+            upsert(
+                session,
+                ProfileStep,
+                [
+                    {
+                        "run_id": ctx.run_id,
+                        "fold": job.fold,
+                        "user_id": job.user_id,
+                        "step": step.step,
+                        "item_ids_json": json.dumps(step.item_ids),
+                        "profile": step.profile,
+                        "explanation": step.explanation,
+                        "call_key": step.call_key,
+                    }
+                ],
+                keys=["run_id", "fold", "user_id", "step"],
+                update=["profile", "explanation", "call_key", "item_ids_json"],
+            )
+
+    try:
+        build_profile(
+            recorded,
+            ctx.prompts,
+            ctx.config.llm,
+            user_info=ctx.user_info[job.user_id],
+            batches=batches,
+            on_step=store,
+        )
+    except OutputValidationError as err:
+        return JobOutcome(error=str(err), raw_output=err.raw_text, new_calls=recorded.new_calls)
+    return JobOutcome(new_calls=recorded.new_calls)
+
+
+def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str | None:
+    """The final profile of a user in a fold, or None when none was built."""
+    with Session(engine) as session:
+        row = session.exec(
+            select(ProfileStep.profile)
+            .where(
+                ProfileStep.run_id == run_id,
+                ProfileStep.fold == fold,
+                ProfileStep.user_id == user_id,
+            )
+            .order_by(col(ProfileStep.step).desc())
+            .limit(1)
+        ).first()
+        return row
+
+
+def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatModel) -> JobOutcome:
+    """Rate a chunk of a user's test items and store every valid rating."""
+    inputs = RatingInputs.model_validate_json(job.inputs_json)
+    profile = latest_profile(engine, ctx.run_id, job.fold, job.user_id)
+    if profile is None:
+        return JobOutcome(error="the user's profile is missing (its profile job failed)")
+    recorded = _recorded(engine, model, ctx, job)
+    outcome = rate_items(
+        recorded,
+        ctx.prompts,
+        ctx.config.llm,
+        user_info=ctx.user_info[job.user_id],
+        profile=profile,
+        recent=[RatedItem(i, ctx.item_info[i], r) for i, r in inputs.recent],
+        items=[ItemToRate(i, ctx.item_info[i]) for i in inputs.items],
+        max_reask=ctx.config.max_reask,
+    )
+    with session_scope(engine) as session:
+        for item_id, rating in outcome.ratings.items():
+            session.execute(
+                update(SimulatedRating)
+                .where(
+                    col(SimulatedRating.run_id) == ctx.run_id,
+                    col(SimulatedRating.fold) == job.fold,
+                    col(SimulatedRating.user_id) == job.user_id,
+                    col(SimulatedRating.item_id) == item_id,
+                )
+                .values(rating=rating)
+            )
+    if outcome.missing:
+        return JobOutcome(
+            error=f"no valid rating for items {outcome.missing} after {outcome.reasks} re-asks: "
+            + "; ".join(outcome.problems),
+            raw_output="\n---\n".join(outcome.raw_texts),
+            reasks=outcome.reasks,
+            new_calls=recorded.new_calls,
+        )
+    return JobOutcome(reasks=outcome.reasks, new_calls=recorded.new_calls)

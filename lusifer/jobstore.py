@@ -1,0 +1,102 @@
+"""Job state transitions, each one conditional UPDATE so concurrent workers cannot collide."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col, select
+
+from lusifer.db import session_scope
+from lusifer.tables import Job, JobState, Run, utcnow
+
+
+def claim_job(engine: Engine, job_id: str) -> Job | None:
+    """Mark a job running and return it, or None if it is finished or unknown.
+
+    A job found ``running`` is claimed again: its worker died and the broker redelivered it.
+    """
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.state).in_(JobState.UNFINISHED))
+            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, updated_at=utcnow())
+        )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return session.get(Job, job_id)
+
+
+def finish_job(
+    engine: Engine,
+    job_id: str,
+    state: str,
+    *,
+    error: str | None = None,
+    raw_output: str | None = None,
+    reasks: int = 0,
+) -> None:
+    """Record the end of a job (done or failed)."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id)
+            .values(
+                state=state, error=error, raw_output=raw_output, reasks=reasks, updated_at=utcnow()
+            )
+        )
+
+
+def requeue_job(engine: Engine, job_id: str, error: str | None = None) -> None:
+    """Put a running job back to queued (it will be retried)."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.state) == JobState.RUNNING)
+            .values(state=JobState.QUEUED, error=error, updated_at=utcnow())
+        )
+
+
+def take_for_queue(engine: Engine, job_ids: Sequence[str], from_states: Sequence[str]) -> list[Job]:
+    """Move jobs from ``from_states`` to queued; return only those this caller moved.
+
+    The conditional UPDATE ... RETURNING makes two callers (a worker handing on follow-ups and
+    the coordinator's sweep) never send the same job twice.
+    """
+    taken: list[Job] = []
+    with session_scope(engine) as session:
+        for start in range(0, len(job_ids), 500):
+            part = list(job_ids[start : start + 500])
+            rows = session.execute(
+                update(Job)
+                .where(col(Job.id).in_(part), col(Job.state).in_(list(from_states)))
+                .values(state=JobState.QUEUED, updated_at=utcnow())
+                .returning(col(Job.id), col(Job.kind))
+            ).all()
+            taken.extend(Job(id=row[0], kind=row[1], run_id="", fold="", user_id=0,
+                             inputs_json="") for row in rows)
+    return taken
+
+
+def ready_followups(engine: Engine, job_id: str) -> list[str]:
+    """Pending jobs that waited for ``job_id``."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Job.id).where(Job.depends_on == job_id, Job.state == JobState.PENDING)
+        ).all()
+        return list(rows)
+
+
+def fail_run(engine: Engine, run_id: str, message: str) -> None:
+    """Stop a run for a permanent reason; the coordinator reports ``message``."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Run).where(col(Run.id) == run_id).values(status="failed", error=message)
+        )
+
+
+def run_status(engine: Engine, run_id: str) -> str | None:
+    """The status of a run, or None when it does not exist."""
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        return None if run is None else run.status

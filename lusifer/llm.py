@@ -1,0 +1,236 @@
+"""The LLM behind one small interface: a request that knows its cache key, and its result.
+
+``OpenAICompatibleModel`` talks to any OpenAI-compatible endpoint (OpenAI, vLLM, Ollama,
+llama.cpp). Transient failures retry here with exponential backoff and jitter (honouring
+``Retry-After``); permanent ones raise at once. ``FakeChatModel`` answers in-process for unit
+tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import httpx
+import openai
+from pydantic import BaseModel, ConfigDict
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity.wait import wait_random_exponential
+
+from lusifer.config import StructuredOutput
+from lusifer.errors import PermanentLLMError, TransientLLMError
+
+
+class ChatRequest(BaseModel):
+    """Everything that decides an answer; its hash is the cache key of the call."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    messages: tuple[tuple[str, str], ...]  # (role, content)
+    temperature: float = 0.0
+    max_tokens: int | None = None
+    schema_name: str | None = None
+    json_schema: dict[str, Any] | None = None
+    structured_output: StructuredOutput = "json_schema"
+    sample_index: int = 0  # distinguishes repeated samples at temperature > 0
+
+    def cache_key(self) -> str:
+        """A content address of the call (sha256 of its canonical JSON)."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class ChatResult(BaseModel):
+    """The text of an answer and what it cost."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    latency_s: float = 0.0
+    retries: int = 0
+
+
+class ChatModel(Protocol):
+    """Anything that answers a chat request."""
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        """Answer one request (raises ``TransientLLMError`` or ``PermanentLLMError``)."""
+        ...
+
+
+def _response_format(request: ChatRequest) -> dict[str, Any] | None:
+    if request.json_schema is None or request.structured_output == "none":
+        return None
+    if request.structured_output == "json_object":
+        # llama.cpp's server turns this schema into a grammar.
+        return {"type": "json_object", "schema": request.json_schema}
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": request.schema_name or "answer",
+            "schema": request.json_schema,
+            "strict": True,
+        },
+    }
+
+
+def classify_openai_error(err: Exception, model: str, base_url: str) -> Exception:
+    """Map an ``openai`` exception onto Lusifer's transient/permanent errors."""
+    if isinstance(err, openai.APITimeoutError):
+        return TransientLLMError(f"LLM request to {base_url} timed out")
+    if isinstance(err, openai.APIConnectionError):
+        return TransientLLMError(f"cannot connect to the LLM at {base_url}")
+    if isinstance(err, openai.RateLimitError | openai.InternalServerError):
+        retry_after = _retry_after(err.response)
+        return TransientLLMError(f"LLM endpoint answered {err.status_code}", retry_after)
+    if isinstance(err, openai.AuthenticationError | openai.PermissionDeniedError):
+        return PermanentLLMError(
+            f"the LLM endpoint {base_url} rejected the API key ({err.status_code}); "
+            "set LUSIFER_LLM_API_KEY (or OPENAI_API_KEY) to a valid key"
+        )
+    if isinstance(err, openai.NotFoundError):
+        return PermanentLLMError(
+            f"model {model!r} or its endpoint was not found at {base_url}; "
+            "check --model and --base-url"
+        )
+    if isinstance(err, openai.APIStatusError):
+        if err.status_code in (408, 409) or err.status_code >= 500:
+            return TransientLLMError(f"LLM endpoint answered {err.status_code}")
+        return PermanentLLMError(
+            f"the LLM endpoint refused the request ({err.status_code}: {_short(err.message)}); "
+            "check the model's options (--structured-output none for servers without JSON schema)"
+        )
+    return err
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _retry_after(response: httpx.Response | None) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class _BackoffHonouringRetryAfter:
+    """Exponential backoff with full jitter, but never shorter than the server's Retry-After."""
+
+    def __init__(self, max_wait: float) -> None:
+        self._jitter = wait_random_exponential(multiplier=0.5, max=max_wait)
+
+    def __call__(self, state: RetryCallState) -> float:
+        wait = float(self._jitter(state))
+        outcome = state.outcome
+        err = outcome.exception() if outcome is not None else None
+        if isinstance(err, TransientLLMError) and err.retry_after is not None:
+            wait = max(wait, err.retry_after)
+        return wait
+
+
+class OpenAICompatibleModel:
+    """A chat model served over the OpenAI HTTP API."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str | None,
+        *,
+        timeout_s: float = 120.0,
+        attempts: int = 5,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.base_url = base_url
+        self._attempts = attempts
+        self._backoff_max_s = backoff_max_s
+        # The SDK's own retries are off: retries here are counted and classified.
+        self._client = openai.OpenAI(
+            base_url=base_url,
+            api_key=api_key or "not-needed",
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        """Answer a request, retrying transient failures with backoff."""
+        retrying = Retrying(
+            retry=retry_if_exception_type(TransientLLMError),
+            wait=_BackoffHonouringRetryAfter(self._backoff_max_s),
+            stop=stop_after_attempt(self._attempts),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                result = self._complete_once(request)
+                result.retries = attempt.retry_state.attempt_number - 1
+                return result
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _complete_once(self, request: ChatRequest) -> ChatResult:
+        extra: dict[str, Any] = {}
+        response_format = _response_format(request)
+        if response_format is not None:
+            extra["response_format"] = response_format
+        if request.max_tokens is not None:
+            extra["max_tokens"] = request.max_tokens
+        started = time.perf_counter()
+        try:
+            completion = self._client.chat.completions.create(
+                model=request.model,
+                messages=[{"role": r, "content": c} for r, c in request.messages],  # type: ignore[misc]
+                temperature=request.temperature,
+                **extra,
+            )
+        except openai.OpenAIError as err:
+            raise classify_openai_error(err, request.model, self.base_url) from None
+        latency = time.perf_counter() - started
+        if not completion.choices:
+            raise TransientLLMError("LLM endpoint returned no choices")
+        text = completion.choices[0].message.content or ""
+        usage = completion.usage
+        cached = 0
+        if usage is not None and usage.prompt_tokens_details is not None:
+            cached = usage.prompt_tokens_details.cached_tokens or 0
+        return ChatResult(
+            text=text,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cached_tokens=cached,
+            latency_s=latency,
+        )
+
+    def list_models(self) -> list[str] | None:
+        """Model ids the endpoint serves, or None when it has no model list (a preflight)."""
+        try:
+            return [m.id for m in self._client.models.list()]
+        except openai.NotFoundError:
+            return None
+        except openai.OpenAIError as err:
+            raise classify_openai_error(err, "?", self.base_url) from None
+
+
+class FakeChatModel:
+    """An in-process chat model for unit tests: ``answer(request) -> text``."""
+
+    def __init__(self, answer: Callable[[ChatRequest], str]) -> None:
+        self._answer = answer
+        self.requests: list[ChatRequest] = []
+
+    def complete(self, request: ChatRequest) -> ChatResult:
+        """Answer with the function's text; tokens are characters / 4."""
+        self.requests.append(request)
+        text = self._answer(request)
+        prompt_chars = sum(len(content) for _, content in request.messages)
+        return ChatResult(
+            text=text, prompt_tokens=prompt_chars // 4 + 1, completion_tokens=len(text) // 4 + 1
+        )

@@ -1,0 +1,88 @@
+"""A run as the workers see it: configuration, prompt set and texts, read from the database."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from lusifer.config import RunConfig, parse_run_config
+from lusifer.errors import DataError
+from lusifer.prompts import PromptSet
+from lusifer.tables import ItemText, Run, UserText
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every job of a run needs, loaded once per worker process."""
+
+    run_id: str
+    config: RunConfig
+    prompts: PromptSet
+    item_info: dict[int, str]
+    user_info: dict[int, str]
+
+
+def prompt_set_to_json(prompts: PromptSet) -> str:
+    """Serialise a prompt set so workers render exactly what the run was planned with."""
+    return json.dumps(
+        {
+            "name": prompts.name,
+            "version": prompts.version,
+            "description": prompts.description,
+            "chunk_size": prompts.chunk_size,
+            "directory": str(prompts.directory),
+            "sources": prompts.sources,
+            "content_hash": prompts.content_hash,
+        }
+    )
+
+
+def prompt_set_from_json(text: str) -> PromptSet:
+    """Rebuild a prompt set stored with a run."""
+    from pathlib import Path
+
+    data = json.loads(text)
+    return PromptSet(
+        name=data["name"],
+        version=data["version"],
+        description=data["description"],
+        chunk_size=int(data["chunk_size"]),
+        directory=Path(data["directory"]),
+        sources=dict(data["sources"]),
+        content_hash=data["content_hash"],
+    )
+
+
+@lru_cache(maxsize=16)
+def _load_context(engine: Engine, run_id: str) -> RunContext:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise DataError(f"run {run_id!r} is not in the database; check the run id")
+        fingerprint = run.dataset_fingerprint
+        items = session.exec(
+            select(ItemText.item_id, ItemText.info).where(
+                ItemText.dataset_fingerprint == fingerprint
+            )
+        ).all()
+        users = session.exec(
+            select(UserText.user_id, UserText.info).where(
+                UserText.dataset_fingerprint == fingerprint
+            )
+        ).all()
+        return RunContext(
+            run_id=run_id,
+            config=parse_run_config(json.loads(run.config_json)),
+            prompts=prompt_set_from_json(run.prompts_json),
+            item_info=dict(items),
+            user_info=dict(users),
+        )
+
+
+def load_run_context(engine: Engine, run_id: str) -> RunContext:
+    """The run's context, cached per process (a run's configuration never changes)."""
+    return _load_context(engine, run_id)

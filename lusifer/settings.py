@@ -1,0 +1,64 @@
+"""Process settings: where the broker, database and LLM key are. One object, cached.
+
+Settings describe *this process's environment* (secrets, service addresses). What a run does
+(folds, users, model, prompt set) is the run configuration in ``lusifer.config``, stored with
+the run in the database so that workers on other hosts read the same thing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Environment of a Lusifer process (prefix ``LUSIFER_``, ``.env`` supported)."""
+
+    model_config = SettingsConfigDict(env_prefix="LUSIFER_", env_file=".env", extra="ignore")
+
+    broker_url: str | None = Field(
+        default=None, description="Celery broker (redis://, rediss://). Unset: embedded Redis."
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL. Unset: a SQLite file in the work dir."
+    )
+    queue: str = Field(default="lusifer", description="Celery queue the jobs go to.")
+    llm_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LUSIFER_LLM_API_KEY", "OPENAI_API_KEY"),
+        description="API key of the LLM endpoint; only workers need it; never stored.",
+    )
+    llm_base_url: str | None = Field(default=None, description="Default --base-url.")
+    llm_model: str | None = Field(default=None, description="Default --model.")
+    local_llm_url: str | None = Field(
+        default=None,
+        description="Set by local mode for its workers: where the local model server listens.",
+    )
+    data_dir: Path | None = Field(
+        default=None, description="Directory holding ml-100k/ (and tmdb/); else downloaded."
+    )
+    cache_dir: Path = Field(
+        default=Path.home() / ".cache" / "lusifer", description="Downloads and local state."
+    )
+    work_dir: Path = Field(
+        default=Path("lusifer-runs"), description="Local mode: SQLite file, logs, sockets."
+    )
+    visibility_timeout_s: int = Field(
+        default=6 * 3600, description="Redis visibility timeout; longer than any job."
+    )
+    worker_concurrency: int = Field(default=8, description="Threads per worker process.")
+    job_max_retries: int = Field(
+        default=8, description="Celery retries of a job after transient LLM errors."
+    )
+    llm_attempts: int = Field(default=5, description="In-call retries of transient errors.")
+    llm_backoff_max_s: float = Field(default=30.0, description="Cap of one backoff wait.")
+    log_level: str = Field(default="WARNING", description="Log level of Lusifer processes.")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

@@ -1,0 +1,180 @@
+"""The method as plain functions: build or update a profile, rate a chunk of items.
+
+They take a ``ChatModel`` (recorded and cached by the caller), a prompt set and the LLM
+configuration; they know nothing of Celery or the database, so the batch runs and the
+Gymnasium environment share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from lusifer.config import LLMConfig
+from lusifer.errors import OutputValidationError
+from lusifer.llm import ChatModel, ChatRequest
+from lusifer.prompts import PromptSet
+from lusifer.schemas import PROFILE_SCHEMA, ProfileAnswer, parse_profile, parse_ratings, rating_schema
+
+
+@dataclass(frozen=True)
+class RatedItem:
+    """An item with its text and the rating the user gave it."""
+
+    item_id: int
+    info: str
+    rating: int
+
+
+@dataclass(frozen=True)
+class ItemToRate:
+    """An item with its text, to be rated."""
+
+    item_id: int
+    info: str
+
+
+@dataclass(frozen=True)
+class ProfileStepResult:
+    """One step of profile building."""
+
+    step: int
+    item_ids: tuple[int, ...]
+    profile: str
+    explanation: str
+    call_key: str
+
+
+@dataclass
+class RatingOutcome:
+    """The valid ratings of a chunk, and what could not be had."""
+
+    ratings: dict[int, int]
+    missing: list[int]
+    raw_texts: list[str] = field(default_factory=list)
+    reasks: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def _rated(items: Sequence[RatedItem]) -> list[dict[str, object]]:
+    return [{"item_id": r.item_id, "info": r.info, "rating": r.rating} for r in items]
+
+
+def profile_step(
+    llm: ChatModel,
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    batch: Sequence[RatedItem],
+    profile: str | None,
+) -> tuple[ProfileAnswer, str]:
+    """Write a first profile (``profile is None``) or update one; return it and the call key."""
+    if profile is None:
+        user = prompts.render("profile_first", user_info=user_info, ratings=_rated(batch))
+    else:
+        user = prompts.render(
+            "profile_update", user_info=user_info, profile=profile, ratings=_rated(batch)
+        )
+    messages: tuple[tuple[str, str], ...] = (
+        ("system", prompts.render("profile_system")),
+        ("user", user),
+    )
+    request = ChatRequest(
+        model=config.model,
+        messages=messages,
+        temperature=config.temperature,
+        max_tokens=config.profile_max_tokens,
+        schema_name="profile",
+        json_schema=PROFILE_SCHEMA,
+        structured_output=config.structured_output,
+    )
+    result = llm.complete(request)
+    try:
+        return parse_profile(result.text), request.cache_key()
+    except OutputValidationError:
+        # One re-ask, in the same conversation, for the format alone.
+        retry = request.model_copy(
+            update={
+                "messages": (
+                    *messages,
+                    ("assistant", result.text),
+                    ("user", 'Answer only with a JSON object {"profile": ..., "change": ...}.'),
+                )
+            }
+        )
+        second = llm.complete(retry)
+        return parse_profile(second.text), retry.cache_key()
+
+
+def build_profile(
+    llm: ChatModel,
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    batches: Sequence[Sequence[RatedItem]],
+    on_step: Callable[[ProfileStepResult], None] | None = None,
+) -> list[ProfileStepResult]:
+    """Build a profile from chronological batches: the first writes it, each next updates it."""
+    steps: list[ProfileStepResult] = []
+    profile: str | None = None
+    for index, batch in enumerate(batches):
+        answer, key = profile_step(
+            llm, prompts, config, user_info=user_info, batch=batch, profile=profile
+        )
+        profile = answer.profile
+        step = ProfileStepResult(
+            step=index,
+            item_ids=tuple(r.item_id for r in batch),
+            profile=answer.profile,
+            explanation=answer.change,
+            call_key=key,
+        )
+        steps.append(step)
+        if on_step is not None:
+            on_step(step)
+    return steps
+
+
+def rate_items(
+    llm: ChatModel,
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    profile: str,
+    recent: Sequence[RatedItem],
+    items: Sequence[ItemToRate],
+    max_reask: int,
+) -> RatingOutcome:
+    """Have the simulated user rate ``items``; re-ask for what is missing or invalid."""
+    system = prompts.render("rating_system", user_info=user_info, profile=profile, recent=_rated(recent))
+    user = prompts.render(
+        "rating_user", items=[{"item_id": i.item_id, "info": i.info} for i in items]
+    )
+    messages: tuple[tuple[str, str], ...] = (("system", system), ("user", user))
+    outcome = RatingOutcome(ratings={}, missing=[i.item_id for i in items])
+    for turn in range(max_reask + 1):
+        request = ChatRequest(
+            model=config.model,
+            messages=messages,
+            temperature=config.temperature,
+            max_tokens=config.rating_tokens_per_item * len(outcome.missing) + 16,
+            schema_name="ratings",
+            json_schema=rating_schema(outcome.missing),
+            structured_output=config.structured_output,
+        )
+        result = llm.complete(request)
+        outcome.raw_texts.append(result.text)
+        valid, problems = parse_ratings(result.text, outcome.missing)
+        outcome.ratings.update(valid)
+        outcome.missing = [i for i in outcome.missing if i not in outcome.ratings]
+        outcome.problems = problems
+        if not outcome.missing:
+            break
+        if turn < max_reask:
+            outcome.reasks += 1
+            reask = prompts.render("reask", missing=outcome.missing, problems=problems)
+            messages = (*messages, ("assistant", result.text), ("user", reask))
+    return outcome

@@ -1,0 +1,14 @@
+"""The worker's Celery app: ``celery -A workers.app worker``."""
+
+from __future__ import annotations
+
+import logging
+
+from lusifer.celery_app import make_celery
+from lusifer.settings import get_settings
+from workers.tasks import register_tasks
+
+_settings = get_settings()
+logging.basicConfig(level=_settings.log_level)
+app = make_celery(_settings)
+register_tasks(app)

@@ -1,0 +1,134 @@
+"""Celery tasks: load the job by id, run the kernel function, store, hand on follow-ups."""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery, Task
+
+from lusifer.celery_app import PROFILE_TASK, RATING_TASK, send_jobs
+from lusifer.config import LOCAL_BASE_URL, LLMConfig
+from lusifer.db import get_engine
+from lusifer.errors import ConfigurationError, LusiferError, PermanentLLMError, TransientLLMError
+from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
+from lusifer.jobstore import (
+    claim_job,
+    fail_run,
+    finish_job,
+    ready_followups,
+    requeue_job,
+    run_status,
+    take_for_queue,
+)
+from lusifer.llm import ChatModel, OpenAICompatibleModel
+from lusifer.runs import load_run_context
+from lusifer.settings import Settings, get_settings
+from lusifer.tables import JobKind, JobState
+
+log = logging.getLogger("lusifer.worker")
+
+
+@lru_cache(maxsize=8)
+def _model(
+    base_url: str, timeout_s: float, api_key: str | None, attempts: int, backoff_max_s: float
+) -> ChatModel:
+    return OpenAICompatibleModel(
+        base_url, api_key, timeout_s=timeout_s, attempts=attempts, backoff_max_s=backoff_max_s
+    )
+
+
+def model_for(config: LLMConfig, settings: Settings) -> ChatModel:
+    """The chat model of a run, built once per worker process."""
+    base_url = config.base_url
+    if base_url == LOCAL_BASE_URL:
+        if not settings.local_llm_url:
+            raise ConfigurationError(
+                "this run uses the local model server, which only local mode starts: "
+                "run `lusifer resume RUN` without LUSIFER_BROKER_URL"
+            )
+        base_url = settings.local_llm_url
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return _model(
+        base_url, config.timeout_s, key, settings.llm_attempts, settings.llm_backoff_max_s
+    )
+
+
+def _database_url(settings: Settings) -> str:
+    if not settings.database_url:
+        raise ConfigurationError(
+            "the worker has no database: set LUSIFER_DATABASE_URL to the run's database"
+        )
+    return settings.database_url
+
+
+def run_job(task: Task, job_id: str) -> str:
+    """Run one job to its end; transient LLM failures hand it back to the queue."""
+    settings = get_settings()
+    engine = get_engine(_database_url(settings))
+    job = claim_job(engine, job_id)
+    if job is None:
+        return "skipped: finished or unknown"
+    if run_status(engine, job.run_id) == "failed":
+        # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
+        requeue_job(engine, job_id)
+        return "skipped: run stopped"
+    try:
+        ctx = load_run_context(engine, job.run_id)
+        model = model_for(ctx.config.llm, settings)
+        execute = execute_profile_job if job.kind == JobKind.PROFILE else execute_rating_job
+        outcome = execute(engine, job, ctx, model)
+    except TransientLLMError as err:
+        if task.request.retries >= settings.job_max_retries:
+            finish_job(engine, job_id, JobState.FAILED, error=f"gave up after retries: {err}")
+            _fail_dependents(engine, job_id, task.app, settings)
+            return "failed"
+        requeue_job(engine, job_id, str(err))
+        delay = min(300.0, (2 ** task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
+        raise task.retry(countdown=max(delay, err.retry_after or 0.0)) from None
+    except PermanentLLMError as err:
+        finish_job(engine, job_id, JobState.FAILED, error=str(err))
+        fail_run(engine, job.run_id, str(err))
+        return "failed: permanent"
+    except LusiferError as err:
+        outcome = JobOutcome(error=str(err))
+    state = JobState.FAILED if outcome.error else JobState.DONE
+    finish_job(
+        engine,
+        job_id,
+        state,
+        error=outcome.error,
+        raw_output=outcome.raw_output,
+        reasks=outcome.reasks,
+    )
+    if job.kind == JobKind.PROFILE:
+        if state == JobState.DONE:
+            _send_followups(engine, job_id, task.app, settings)
+        else:
+            _fail_dependents(engine, job_id, task.app, settings)
+    return state
+
+
+def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
+    taken = take_for_queue(engine, ready_followups(engine, job_id), [JobState.PENDING])
+    if taken:
+        send_jobs(app, taken, settings.queue)
+
+
+def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings) -> None:
+    for dependent in ready_followups(engine, job_id):
+        finish_job(engine, dependent, JobState.FAILED, error=f"its profile job {job_id} failed")
+
+
+def register_tasks(app: Celery) -> None:
+    """Register the job tasks on an app under their shared names."""
+
+    @app.task(name=PROFILE_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    def profile(self: Task, job_id: str) -> str:
+        return run_job(self, job_id)
+
+    @app.task(name=RATING_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    def rate(self: Task, job_id: str) -> str:
+        return run_job(self, job_id)
