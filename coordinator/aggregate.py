@@ -45,6 +45,8 @@ def stored_ratings(engine: Engine, run_id: str, fold: str) -> tuple[np.ndarray, 
                 SimulatedRating.fold == fold,
                 col(SimulatedRating.rating).is_not(None),
             )
+            # A fixed order makes identical runs give bit-identical floating-point metrics.
+            .order_by(col(SimulatedRating.user_id), col(SimulatedRating.item_id))
         ).all()
     true = np.array([r[0] for r in rows], dtype=float)
     pred = np.array([r[1] for r in rows], dtype=float)

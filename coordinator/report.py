@@ -27,18 +27,15 @@ def _pm(mean: float, std: float, digits: int) -> str:
 
 
 def metrics_table(results: list[FoldResult], title: str) -> Table:
-    """The per-fold table with a mean ± std row."""
+    """Fidelity per fold with a mean ± std row."""
     table = Table(title=title, title_justify="left", header_style="bold")
-    for name in ("fold", "RMSE", "MAE", "Pearson", "exact %", "±1 %", "close %", "coverage %",
-                 "rated", "LLM calls", "cached", "prompt tok", "compl. tok", "cost $"):
+    for name in ("fold", "RMSE", "MAE", "Pearson", "exact %", "±1 %", "close %", "coverage %"):
         table.add_column(name, justify="left" if name == "fold" else "right")
     for r in results:
         m = r.metrics
         table.add_row(
             r.fold, _num(m.rmse), _num(m.mae), _num(m.pearson), _pct(m.exact_match_pct),
             _pct(m.off_by_one_pct), _pct(m.close_match_pct), _pct(r.coverage_pct),
-            f"{r.n_rated}/{r.n_expected}", str(r.calls), str(r.cache_hits),
-            f"{r.prompt_tokens:,}", f"{r.completion_tokens:,}", f"{r.cost_usd:.4f}",
         )
     if len(results) > 1:
         s = across_folds(results)
@@ -47,19 +44,36 @@ def metrics_table(results: list[FoldResult], title: str) -> Table:
             "mean ± std", _pm(*s["rmse"], 3), _pm(*s["mae"], 3), _pm(*s["pearson"], 3),
             _pm(*s["exact_match_pct"], 1), _pm(*s["off_by_one_pct"], 1),
             _pm(*s["close_match_pct"], 1), _pm(*s["coverage_pct"], 1),
-            str(sum(r.n_rated for r in results)), str(sum(r.calls for r in results)),
-            str(sum(r.cache_hits for r in results)),
-            f"{sum(r.prompt_tokens for r in results):,}",
-            f"{sum(r.completion_tokens for r in results):,}",
-            f"{sum(r.cost_usd for r in results):.4f}",
             style="bold",
         )
+    return table
+
+
+def cost_table(results: list[FoldResult]) -> Table:
+    """LLM calls, tokens and estimated cost per fold, with totals."""
+    table = Table(title="LLM usage", title_justify="left", header_style="bold")
+    for name in ("fold", "rated", "LLM calls", "from cache", "prompt tok", "compl. tok",
+                 "cost $"):
+        table.add_column(name, justify="left" if name == "fold" else "right")
+    rows = [(r.fold, f"{r.n_rated}/{r.n_expected}", r.calls, r.cache_hits, r.prompt_tokens,
+             r.completion_tokens, r.cost_usd) for r in results]
+    if len(results) > 1:
+        rows.append(("total", f"{sum(r.n_rated for r in results)}/"
+                     f"{sum(r.n_expected for r in results)}",
+                     sum(r.calls for r in results), sum(r.cache_hits for r in results),
+                     sum(r.prompt_tokens for r in results),
+                     sum(r.completion_tokens for r in results),
+                     sum(r.cost_usd for r in results)))
+    for fold, rated, calls, cached, prompt, completion, cost in rows:
+        table.add_row(fold, rated, f"{calls:,}", f"{cached:,}", f"{prompt:,}",
+                      f"{completion:,}", f"{cost:.4f}")
     return table
 
 
 def print_report(console: Console, run_id: str, results: list[FoldResult], header: str) -> None:
     """Print the metrics table and a line on failures and re-asks."""
     console.print(metrics_table(results, f"Lusifer run {run_id} — {header}"))
+    console.print(cost_table(results))
     failed = sum(r.failed_jobs for r in results)
     reasks = sum(r.reasks for r in results)
     retries = sum(r.retries for r in results)

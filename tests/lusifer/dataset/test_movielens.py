@@ -191,9 +191,10 @@ def test_missing_file(tmp_path: Path, name: str) -> None:
 
 
 def test_unknown_fold(tmp_path: Path) -> None:
-    message = _error(_write_dir(tmp_path), folds=["u1", "u9"])
+    data = _write_dir(tmp_path)
+    message = _error(data, folds=["u1", "u9"])
     assert "unknown fold u9" in message and "u1, u2, u3, u4, u5, ua, ub" in message
-    assert "no fold selected" in _error(_write_dir(tmp_path / "b"), folds=[])
+    assert "no fold selected" in _error(data, folds=[])
 
 
 @pytest.mark.parametrize(
