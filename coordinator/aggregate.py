@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from sqlalchemy import Engine, case, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from lusifer.metrics import RatingMetrics, mean_std, summarize
@@ -40,7 +41,8 @@ def stored_ratings(engine: Engine, run_id: str, fold: str) -> tuple[np.ndarray, 
     """True and simulated ratings of a fold, for the test items that were rated."""
     with Session(engine) as session:
         rows = session.exec(
-            select(SimulatedRating.true_rating, SimulatedRating.rating).where(
+            select(SimulatedRating.true_rating, SimulatedRating.rating)
+            .where(
                 SimulatedRating.run_id == run_id,
                 SimulatedRating.fold == fold,
                 col(SimulatedRating.rating).is_not(None),
@@ -62,8 +64,8 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
                 SimulatedRating.run_id == run_id, SimulatedRating.fold == fold
             )
         ).one()
-        usage = session.exec(
-            select(
+        usage = session.execute(
+            sa_select(
                 func.count(),
                 func.coalesce(func.sum(case((col(CallUse.cached), 1), else_=0)), 0),
                 func.coalesce(func.sum(CallUse.retries), 0),
@@ -73,7 +75,7 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
             )
             .select_from(CallUse)
             .join(LLMCall, col(LLMCall.key) == col(CallUse.call_key))
-            .where(CallUse.run_id == run_id, CallUse.fold == fold)
+            .where(col(CallUse.run_id) == run_id, col(CallUse.fold) == fold)
         ).one()
         jobs = session.exec(
             select(
@@ -109,8 +111,7 @@ METRIC_FIELDS = ("rmse", "mae", "pearson", "exact_match_pct", "off_by_one_pct", 
 def across_folds(results: list[FoldResult]) -> dict[str, tuple[float, float]]:
     """Mean and standard deviation of each metric (and coverage) across folds."""
     summary = {
-        name: mean_std([float(getattr(r.metrics, name)) for r in results])
-        for name in METRIC_FIELDS
+        name: mean_std([float(getattr(r.metrics, name)) for r in results]) for name in METRIC_FIELDS
     }
     summary["coverage_pct"] = mean_std([r.coverage_pct for r in results])
     return summary

@@ -18,7 +18,7 @@ from coordinator.runner import report_run, resolve_dataset_config, resume_run, s
 from coordinator.services import database_url_of
 from coordinator.status import print_runs, print_status
 from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
-from lusifer.db import create_tables, get_engine
+from lusifer.db import check_database, create_tables, get_engine
 from lusifer.errors import ConfigurationError, LusiferError
 from lusifer.settings import Settings, get_settings
 
@@ -32,6 +32,10 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+DATA_DIR_HELP = (
+    "ml-100k directory, or one holding ml-100k/ and tmdb/; "
+    "default: LUSIFER_DATA_DIR, else downloaded from GroupLens"
+)
 
 
 def _guard(action: Callable[[], T], run_id: str | None = None) -> T:
@@ -68,22 +72,29 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
 
 @app.command()
 def run(
-    data_dir: Annotated[Path | None, typer.Option(help="ml-100k directory, or one holding ml-100k/ and tmdb/; default: LUSIFER_DATA_DIR, else downloaded")] = None,  # noqa: E501
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
     folds: Annotated[str, typer.Option(help="Comma-separated folds")] = "u1,u2,u3,u4,u5",
     users: Annotated[str | None, typer.Option(help="Comma-separated user ids")] = None,
     max_users: Annotated[int | None, typer.Option(help="First N users of each fold")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint; default: a local SmolLM2 server")] = None,  # noqa: E501
+    base_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible endpoint; default: a local SmolLM2 server")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
-    structured_output: Annotated[str | None, typer.Option(help="json_schema | json_object | none")] = None,  # noqa: E501
-    prompt_set: Annotated[str, typer.Option(help="Prompt set: lusifer (default) or paper")] = "lusifer",  # noqa: E501
+    structured_output: Annotated[
+        str | None, typer.Option(help="json_schema | json_object | none")
+    ] = None,
+    prompt_set: Annotated[
+        str, typer.Option(help="Prompt set: lusifer (default) or paper")
+    ] = "lusifer",
     prompts_dir: Annotated[Path | None, typer.Option(help="Own directory of prompt sets")] = None,
     chunk_size: Annotated[int | None, typer.Option(help="Test items per rating call")] = None,
     profile_history: Annotated[int, typer.Option(help="Last N training ratings")] = 40,
     profile_batch: Annotated[int, typer.Option(help="Ratings per profile step")] = 10,
     recent_k: Annotated[int, typer.Option(help="Recent rated items shown when rating")] = 10,
     max_reask: Annotated[int, typer.Option(help="Re-asks for missing items")] = 2,
+    overview_chars: Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")] = 600,
     price_prompt: Annotated[float, typer.Option(help="USD per 1M prompt tokens")] = 0.0,
     price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
@@ -116,6 +127,7 @@ def run(
                 "recent_k": recent_k,
                 "chunk_size": chunk_size,
                 "max_reask": max_reask,
+                "overview_chars": overview_chars,
                 "prompt_set": prompt_set,
                 "prompts_dir": prompts_dir,
                 "llm": {
@@ -140,8 +152,9 @@ def resume(
     threads: Annotated[int, typer.Option(help="Local mode: threads per worker")] = 4,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
-    _guard(lambda: resume_run(run_id, _settings(), console, workers=workers, threads=threads),
-           run_id)
+    _guard(
+        lambda: resume_run(run_id, _settings(), console, workers=workers, threads=threads), run_id
+    )
 
 
 @app.command()
@@ -167,8 +180,9 @@ def init_db() -> None:
     """Create the database tables (the one-shot step of a cluster)."""
 
     def action() -> None:
-        url = database_url_of(_settings())
-        create_tables(get_engine(url))
+        engine = get_engine(database_url_of(_settings()))
+        check_database(engine)
+        create_tables(engine)
         console.print("tables ready")
 
     _guard(action)
@@ -178,8 +192,21 @@ def init_db() -> None:
 def worker(ctx: typer.Context) -> None:
     """Start a Celery worker (extra arguments go to `celery worker`)."""
     settings = _guard(_settings)
-    args = [sys.executable, "-m", "celery", "-A", "workers.app", "worker", "-Q", settings.queue,
-            "--pool", "threads", "--concurrency", str(settings.worker_concurrency), *ctx.args]
+    args = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        settings.queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(settings.worker_concurrency),
+        *ctx.args,
+    ]
     os.execv(sys.executable, args)
 
 

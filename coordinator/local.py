@@ -98,10 +98,26 @@ def local_model_server(work_dir: Path, ctx_tokens: int = 8192) -> Iterator[str]:
     port = _free_port()
     log = _log_file(work_dir, "llm-server.log")
     process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
-         "--model_alias", LOCAL_MODEL_NAME, "--host", "127.0.0.1", "--port", str(port),
-         "--n_ctx", str(ctx_tokens), "--n_threads", str(os.cpu_count() or 2)],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--model_alias",
+            LOCAL_MODEL_NAME,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(ctx_tokens),
+            "--n_threads",
+            str(os.cpu_count() or 2),
+        ],
+        stdout=log,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
     )
     os.close(log)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -112,8 +128,9 @@ def local_model_server(work_dir: Path, ctx_tokens: int = 8192) -> Iterator[str]:
         _stop(process)
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, work_dir: Path,
-               timeout_s: float = 120.0) -> None:
+def _wait_http(
+    url: str, process: subprocess.Popen[bytes], what: str, work_dir: Path, timeout_s: float = 120.0
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -153,11 +170,30 @@ def local_workers(
             log = _log_file(work_dir, f"worker-{index}.log")
             started.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                     "--pool", "threads", "--concurrency", str(threads), "-Q", queue,
-                     "--loglevel", "WARNING", "--hostname", f"local{index}-{os.getpid()}@%h",
-                     "--without-gossip", "--without-mingle"],
-                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **env},
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "workers.app",
+                        "worker",
+                        "--pool",
+                        "threads",
+                        "--concurrency",
+                        str(threads),
+                        "-Q",
+                        queue,
+                        "--loglevel",
+                        "WARNING",
+                        "--hostname",
+                        f"local{index}-{os.getpid()}@%h",
+                        "--without-gossip",
+                        "--without-mingle",
+                    ],
+                    stdout=log,
+                    stderr=log,
+                    stdin=subprocess.DEVNULL,
+                    env={**os.environ, **env},
                 )
             )
             os.close(log)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from lusifer.config import RunConfig
-from lusifer.dataset import Dataset, Fold, Rating, item_info, user_info
+from lusifer.dataset import Dataset, Fold, Rating, user_info
 from lusifer.db import session_scope, upsert
 from lusifer.errors import DataError
 from lusifer.jobs import ProfileInputs, RatingInputs, profile_job_id, rating_job_id
@@ -68,15 +68,11 @@ def select_users(dataset: Dataset, fold: Fold, config: RunConfig) -> list[int]:
     return with_tests
 
 
-def plan_run(
-    run_id: str, config: RunConfig, dataset: Dataset, prompts: PromptSet
-) -> Plan:
+def plan_run(run_id: str, config: RunConfig, dataset: Dataset, prompts: PromptSet) -> Plan:
     """Turn a dataset and a configuration into jobs and expected ratings."""
     missing = [f for f in config.folds if f not in dataset.folds]
     if missing:
-        raise DataError(
-            f"unknown folds {missing}; choose from {', '.join(sorted(dataset.folds))}"
-        )
+        raise DataError(f"unknown folds {missing}; choose from {', '.join(sorted(dataset.folds))}")
     chunk_size = config.chunk_size or prompts.chunk_size
     plan = Plan(
         run={
@@ -98,8 +94,9 @@ def plan_run(
         users = [u for u in users if train.get(u)]
         plan.users_per_fold[fold_name] = len(users)
         for user_id in users:
-            _plan_user(plan, run_id, fold_name, user_id, train[user_id], test[user_id],
-                       config, chunk_size)
+            _plan_user(
+                plan, run_id, fold_name, user_id, train[user_id], test[user_id], config, chunk_size
+            )
     if not plan.jobs:
         raise DataError(
             "the selection has no user with both training and test ratings; "
@@ -122,15 +119,35 @@ def _plan_user(
     profile_inputs = ProfileInputs(
         batches=_batches(history[-config.profile_history :], config.profile_batch)
     )
-    plan.jobs.append(_job(profile_id, run_id, fold, user_id, JobKind.PROFILE, 0, None,
-                          profile_inputs.model_dump_json()))
+    plan.jobs.append(
+        _job(
+            profile_id,
+            run_id,
+            fold,
+            user_id,
+            JobKind.PROFILE,
+            0,
+            None,
+            profile_inputs.model_dump_json(),
+        )
+    )
     recent = [(r.item_id, r.rating) for r in history[-config.recent_k :]] if config.recent_k else []
     for chunk, start in enumerate(range(0, len(tests), chunk_size)):
         part = tests[start : start + chunk_size]
         job_id = rating_job_id(run_id, fold, user_id, chunk)
         inputs = RatingInputs(recent=recent, items=[r.item_id for r in part])
-        plan.jobs.append(_job(job_id, run_id, fold, user_id, JobKind.RATING, chunk, profile_id,
-                              inputs.model_dump_json()))
+        plan.jobs.append(
+            _job(
+                job_id,
+                run_id,
+                fold,
+                user_id,
+                JobKind.RATING,
+                chunk,
+                profile_id,
+                inputs.model_dump_json(),
+            )
+        )
         plan.expected.extend(
             {
                 "run_id": run_id,
@@ -144,8 +161,16 @@ def _plan_user(
         )
 
 
-def _job(job_id: str, run_id: str, fold: str, user_id: int, kind: str, chunk: int,
-         depends_on: str | None, inputs_json: str) -> dict[str, Any]:
+def _job(
+    job_id: str,
+    run_id: str,
+    fold: str,
+    user_id: int,
+    kind: str,
+    chunk: int,
+    depends_on: str | None,
+    inputs_json: str,
+) -> dict[str, Any]:
     return {
         "id": job_id,
         "run_id": run_id,
@@ -168,8 +193,14 @@ def store_plan(engine: Engine, plan: Plan, dataset: Dataset) -> None:
             session,
             ItemText,
             [
-                {"dataset_fingerprint": fingerprint, "item_id": i.item_id, "title": i.title,
-                 "info": item_info(i)}
+                {
+                    "dataset_fingerprint": fingerprint,
+                    "item_id": i.item_id,
+                    "title": i.title,
+                    "year": i.year,
+                    "genres": "|".join(i.genres),
+                    "overview": i.overview,
+                }
                 for i in dataset.items.values()
             ],
             keys=["dataset_fingerprint", "item_id"],
@@ -184,7 +215,9 @@ def store_plan(engine: Engine, plan: Plan, dataset: Dataset) -> None:
             keys=["dataset_fingerprint", "user_id"],
         )
         upsert(session, Job, plan.jobs, keys=["id"])
-        upsert(session, SimulatedRating, plan.expected, keys=["run_id", "fold", "user_id", "item_id"])
+        upsert(
+            session, SimulatedRating, plan.expected, keys=["run_id", "fold", "user_id", "item_id"]
+        )
 
 
 def describe_plan(plan: Plan) -> str:

@@ -34,16 +34,27 @@ def metrics_table(results: list[FoldResult], title: str) -> Table:
     for r in results:
         m = r.metrics
         table.add_row(
-            r.fold, _num(m.rmse), _num(m.mae), _num(m.pearson), _pct(m.exact_match_pct),
-            _pct(m.off_by_one_pct), _pct(m.close_match_pct), _pct(r.coverage_pct),
+            r.fold,
+            _num(m.rmse),
+            _num(m.mae),
+            _num(m.pearson),
+            _pct(m.exact_match_pct),
+            _pct(m.off_by_one_pct),
+            _pct(m.close_match_pct),
+            _pct(r.coverage_pct),
         )
     if len(results) > 1:
         s = across_folds(results)
         table.add_section()
         table.add_row(
-            "mean ± std", _pm(*s["rmse"], 3), _pm(*s["mae"], 3), _pm(*s["pearson"], 3),
-            _pm(*s["exact_match_pct"], 1), _pm(*s["off_by_one_pct"], 1),
-            _pm(*s["close_match_pct"], 1), _pm(*s["coverage_pct"], 1),
+            "mean ± std",
+            _pm(*s["rmse"], 3),
+            _pm(*s["mae"], 3),
+            _pm(*s["pearson"], 3),
+            _pm(*s["exact_match_pct"], 1),
+            _pm(*s["off_by_one_pct"], 1),
+            _pm(*s["close_match_pct"], 1),
+            _pm(*s["coverage_pct"], 1),
             style="bold",
         )
     return table
@@ -52,21 +63,42 @@ def metrics_table(results: list[FoldResult], title: str) -> Table:
 def cost_table(results: list[FoldResult]) -> Table:
     """LLM calls, tokens and estimated cost per fold, with totals."""
     table = Table(title="LLM usage", title_justify="left", header_style="bold")
-    for name in ("fold", "rated", "LLM calls", "from cache", "prompt tok", "compl. tok",
-                 "cost $"):
+    for name in ("fold", "rated", "LLM calls", "from cache", "prompt tok", "compl. tok", "cost $"):
         table.add_column(name, justify="left" if name == "fold" else "right")
-    rows = [(r.fold, f"{r.n_rated}/{r.n_expected}", r.calls, r.cache_hits, r.prompt_tokens,
-             r.completion_tokens, r.cost_usd) for r in results]
+    rows = [
+        (
+            r.fold,
+            f"{r.n_rated}/{r.n_expected}",
+            r.calls,
+            r.cache_hits,
+            r.prompt_tokens,
+            r.completion_tokens,
+            r.cost_usd,
+        )
+        for r in results
+    ]
     if len(results) > 1:
-        rows.append(("total", f"{sum(r.n_rated for r in results)}/"
-                     f"{sum(r.n_expected for r in results)}",
-                     sum(r.calls for r in results), sum(r.cache_hits for r in results),
-                     sum(r.prompt_tokens for r in results),
-                     sum(r.completion_tokens for r in results),
-                     sum(r.cost_usd for r in results)))
+        rows.append(
+            (
+                "total",
+                f"{sum(r.n_rated for r in results)}/{sum(r.n_expected for r in results)}",
+                sum(r.calls for r in results),
+                sum(r.cache_hits for r in results),
+                sum(r.prompt_tokens for r in results),
+                sum(r.completion_tokens for r in results),
+                sum(r.cost_usd for r in results),
+            )
+        )
     for fold, rated, calls, cached, prompt, completion, cost in rows:
-        table.add_row(fold, rated, f"{calls:,}", f"{cached:,}", f"{prompt:,}",
-                      f"{completion:,}", f"{cost:.4f}")
+        table.add_row(
+            fold,
+            rated,
+            f"{calls:,}",
+            f"{cached:,}",
+            f"{prompt:,}",
+            f"{completion:,}",
+            f"{cost:.4f}",
+        )
     return table
 
 

@@ -15,7 +15,7 @@ from coordinator.report import print_report
 from coordinator.services import database_url_of, preflight_llm, run_services
 from lusifer.config import DatasetConfig, RunConfig, parse_run_config
 from lusifer.dataset import Dataset, ensure_movielens_100k, load_movielens_100k
-from lusifer.db import get_engine
+from lusifer.db import get_engine, require_tables
 from lusifer.errors import ConfigurationError, DataError
 from lusifer.prompts import load_prompt_set
 from lusifer.settings import Settings
@@ -50,7 +50,12 @@ def load_dataset(config: RunConfig) -> Dataset:
 
 
 def start_run(
-    config: RunConfig, run_id: str, settings: Settings, console: Console, *, workers: int,
+    config: RunConfig,
+    run_id: str,
+    settings: Settings,
+    console: Console,
+    *,
+    workers: int,
     threads: int,
 ) -> None:
     """Plan, enqueue and follow a new run, then print its report."""
@@ -72,8 +77,14 @@ def start_run(
         preflight_llm(services.llm_base_url, config.llm.model, settings)
         store_plan(services.engine, plan, dataset)
         set_run_status(services.engine, run_id, "running")
-        follow(services.engine, services.app, run_id, services.queue, console,
-               health_check=services.health_check)
+        follow(
+            services.engine,
+            services.app,
+            run_id,
+            services.queue,
+            console,
+            health_check=services.health_check,
+        )
         results = aggregate_run(services.engine, run_id, config.folds)
     print_report(console, run_id, results, f"prompt set {prompts.name}, model {config.llm.model}")
 
@@ -81,6 +92,7 @@ def start_run(
 def stored_config(settings: Settings, run_id: str) -> RunConfig:
     """The configuration a run was started with."""
     engine = get_engine(database_url_of(settings))
+    require_tables(engine)
     with Session(engine) as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -100,11 +112,18 @@ def resume_run(
         preflight_llm(services.llm_base_url, config.llm.model, settings)
         reopened = reset_unfinished(services.engine, run_id)
         console.print(f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs sent again")
-        follow(services.engine, services.app, run_id, services.queue, console,
-               health_check=services.health_check)
+        follow(
+            services.engine,
+            services.app,
+            run_id,
+            services.queue,
+            console,
+            health_check=services.health_check,
+        )
         results = aggregate_run(services.engine, run_id, config.folds)
-    print_report(console, run_id, results, f"prompt set {config.prompt_set}, model "
-                 f"{config.llm.model}")
+    print_report(
+        console, run_id, results, f"prompt set {config.prompt_set}, model {config.llm.model}"
+    )
 
 
 def report_run(run_id: str, settings: Settings, console: Console) -> None:
@@ -112,5 +131,6 @@ def report_run(run_id: str, settings: Settings, console: Console) -> None:
     config = stored_config(settings, run_id)
     engine = get_engine(database_url_of(settings))
     results = aggregate_run(engine, run_id, config.folds)
-    print_report(console, run_id, results, f"prompt set {config.prompt_set}, model "
-                 f"{config.llm.model}")
+    print_report(
+        console, run_id, results, f"prompt set {config.prompt_set}, model {config.llm.model}"
+    )

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from coordinator.local import local_database_url, local_services, local_workers
 from lusifer.celery_app import make_celery
 from lusifer.config import LOCAL_BASE_URL, RunConfig
-from lusifer.db import create_tables, get_engine, redact_url
+from lusifer.db import check_database, create_tables, get_engine, redact_url
 from lusifer.errors import ConfigurationError, PermanentLLMError, ServiceError, TransientLLMError
 from lusifer.llm import OpenAICompatibleModel
 from lusifer.settings import Settings
@@ -81,6 +81,7 @@ def run_services(
                 "and --model"
             )
         engine = get_engine(settings.database_url)
+        check_database(engine)
         create_tables(engine)
         app = make_celery(settings)
         check_broker(app, settings.broker_url)
@@ -91,6 +92,7 @@ def run_services(
         work_dir, database_url=settings.database_url, start_model=uses_local_model
     ) as (env, stack):
         engine = get_engine(env.database_url)
+        check_database(engine)
         create_tables(engine)
         app = make_celery(settings, env.broker_url)
         worker_env = {

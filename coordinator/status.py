@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.follow import job_counts
+from lusifer.db import require_tables
 from lusifer.errors import DataError
 from lusifer.tables import Job, JobState, Run
 
@@ -16,6 +17,7 @@ STATES = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DONE, Jo
 
 def print_status(engine: Engine, run_id: str, console: Console, failures: int = 5) -> None:
     """Job counts by kind and state, the run's status, and the first failures."""
+    require_tables(engine)
     with Session(engine) as session:
         run = session.get(Run, run_id)
         if run is None:
@@ -42,12 +44,18 @@ def print_status(engine: Engine, run_id: str, console: Console, failures: int = 
 
 def print_runs(engine: Engine, console: Console) -> None:
     """Every run in the database, newest first."""
+    require_tables(engine)
     with Session(engine) as session:
         runs = session.exec(select(Run).order_by(col(Run.created_at).desc())).all()
     table = Table(title="runs", title_justify="left")
     for name in ("run", "created", "status", "prompt set", "prompt hash"):
         table.add_column(name)
     for run in runs:
-        table.add_row(run.id, f"{run.created_at:%Y-%m-%d %H:%M}", run.status,
-                      f"{run.prompt_set} v{run.prompt_version}", run.prompt_hash)
+        table.add_row(
+            run.id,
+            f"{run.created_at:%Y-%m-%d %H:%M}",
+            run.status,
+            f"{run.prompt_set} v{run.prompt_version}",
+            run.prompt_hash,
+        )
     console.print(table)

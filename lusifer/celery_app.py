@@ -49,6 +49,4 @@ def send_jobs(app: Celery, jobs: Sequence[Job], queue: str) -> None:
     """Send job ids to the queue, by task name."""
     with app.producer_or_acquire() as producer:
         for job in jobs:
-            app.send_task(
-                TASK_BY_KIND[job.kind], args=[job.id], queue=queue, producer=producer
-            )
+            app.send_task(TASK_BY_KIND[job.kind], args=[job.id], queue=queue, producer=producer)

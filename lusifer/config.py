@@ -62,6 +62,9 @@ class RunConfig(BaseModel):
     profile_history: int = Field(default=40, ge=1, description="Last N training ratings")
     profile_batch: int = Field(default=10, ge=1, description="Ratings per profile step")
     recent_k: int = Field(default=10, ge=0, description="Recent rated items in rating prompts")
+    overview_chars: int = Field(
+        default=600, ge=0, description="Longest item overview in prompts; 0 leaves it out"
+    )
     chunk_size: int | None = Field(
         default=None, ge=1, description="Test items per rating call; None: prompt set default"
     )

@@ -7,9 +7,9 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
 
 from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
@@ -55,11 +55,12 @@ def create_tables(engine: Engine) -> None:
     """Create every table that does not exist yet; fail with one line if unreachable."""
     try:
         SQLModel.metadata.create_all(engine)
-    except OperationalError as err:
-        reason = str(err.orig).strip().splitlines()[0] if err.orig else str(err)
+    except SQLAlchemyError as err:
+        orig = getattr(err, "orig", None)
+        reason = str(orig or err).strip().splitlines()[0]
         raise ServiceError(
-            f"database {redact_url(str(engine.url))} is unreachable ({reason}); "
-            "start it or fix LUSIFER_DATABASE_URL"
+            f"cannot create tables in database {redact_url(str(engine.url))} ({reason}); "
+            "start it, or fix LUSIFER_DATABASE_URL and the role's permissions"
         ) from None
 
 
@@ -113,3 +114,13 @@ def upsert(
         else:
             stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
         session.execute(stmt)
+
+
+def require_tables(engine: Engine) -> None:
+    """Fail with one line when the database is unreachable or holds no Lusifer tables."""
+    check_database(engine)
+    if not inspect(engine).has_table("run"):
+        raise ServiceError(
+            f"database {redact_url(str(engine.url))} holds no Lusifer runs; "
+            "check LUSIFER_DATABASE_URL (or run `lusifer init-db` for a new database)"
+        )

@@ -73,8 +73,10 @@ def take_for_queue(engine: Engine, job_ids: Sequence[str], from_states: Sequence
                 .values(state=JobState.QUEUED, updated_at=utcnow())
                 .returning(col(Job.id), col(Job.kind))
             ).all()
-            taken.extend(Job(id=row[0], kind=row[1], run_id="", fold="", user_id=0,
-                             inputs_json="") for row in rows)
+            taken.extend(
+                Job(id=row[0], kind=row[1], run_id="", fold="", user_id=0, inputs_json="")
+                for row in rows
+            )
     return taken
 
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import httpx
 import openai
 from pydantic import BaseModel, ConfigDict
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -113,7 +112,8 @@ def _short(text: str, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
+def _retry_after(response: Any) -> float | None:
+    # The SDK's response type differs between openai releases; only the headers matter.
     if response is None:
         return None
     value = response.headers.get("retry-after")

@@ -91,9 +91,7 @@ def load_prompt_set(name: str, prompts_dir: Path | None = None) -> PromptSet:
     meta_path = directory / "prompt_set.toml"
     if not meta_path.is_file():
         known = ", ".join(available_prompt_sets(prompts_dir)) or "none"
-        raise ConfigurationError(
-            f"unknown prompt set {name!r} in {base}; choose one of: {known}"
-        )
+        raise ConfigurationError(f"unknown prompt set {name!r} in {base}; choose one of: {known}")
     try:
         meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

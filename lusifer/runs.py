@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from lusifer.config import RunConfig, parse_run_config
+from lusifer.dataset import Item, item_info
 from lusifer.errors import DataError
 from lusifer.prompts import PromptSet
 from lusifer.tables import ItemText, Run, UserText
@@ -65,22 +66,26 @@ def _load_context(engine: Engine, run_id: str) -> RunContext:
             raise DataError(f"run {run_id!r} is not in the database; check the run id")
         fingerprint = run.dataset_fingerprint
         items = session.exec(
-            select(ItemText.item_id, ItemText.info).where(
-                ItemText.dataset_fingerprint == fingerprint
-            )
+            select(ItemText).where(ItemText.dataset_fingerprint == fingerprint)
         ).all()
         users = session.exec(
             select(UserText.user_id, UserText.info).where(
                 UserText.dataset_fingerprint == fingerprint
             )
         ).all()
+        config = parse_run_config(json.loads(run.config_json))
         return RunContext(
             run_id=run_id,
-            config=parse_run_config(json.loads(run.config_json)),
+            config=config,
             prompts=prompt_set_from_json(run.prompts_json),
-            item_info=dict(items),
+            item_info={row.item_id: item_info(_item(row), config.overview_chars) for row in items},
             user_info=dict(users),
         )
+
+
+def _item(row: ItemText) -> Item:
+    genres = tuple(g for g in row.genres.split("|") if g)
+    return Item(row.item_id, row.title, row.year, genres, row.overview)
 
 
 def load_run_context(engine: Engine, run_id: str) -> RunContext:

@@ -14,7 +14,13 @@ from lusifer.config import LLMConfig
 from lusifer.errors import OutputValidationError
 from lusifer.llm import ChatModel, ChatRequest
 from lusifer.prompts import PromptSet
-from lusifer.schemas import PROFILE_SCHEMA, ProfileAnswer, parse_profile, parse_ratings, rating_schema
+from lusifer.schemas import (
+    PROFILE_SCHEMA,
+    ProfileAnswer,
+    parse_profile,
+    parse_ratings,
+    rating_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -149,7 +155,9 @@ def rate_items(
     max_reask: int,
 ) -> RatingOutcome:
     """Have the simulated user rate ``items``; re-ask for what is missing or invalid."""
-    system = prompts.render("rating_system", user_info=user_info, profile=profile, recent=_rated(recent))
+    system = prompts.render(
+        "rating_system", user_info=user_info, profile=profile, recent=_rated(recent)
+    )
     user = prompts.render(
         "rating_user", items=[{"item_id": i.item_id, "info": i.info} for i in items]
     )

@@ -51,12 +51,18 @@ class Run(SQLModel, table=True):
 
 
 class ItemText(SQLModel, table=True):
-    """The ``item_info`` of an item, per dataset fingerprint: workers need no data files."""
+    """What is known of an item, per dataset fingerprint: workers need no data files.
+
+    The fields are stored rather than the finished ``item_info`` so that each run can choose
+    how much of the overview its prompts carry.
+    """
 
     dataset_fingerprint: str = Field(primary_key=True)
     item_id: int = Field(primary_key=True)
     title: str
-    info: str = Field(sa_column=Column(Text, nullable=False))
+    year: int | None = None
+    genres: str = ""  # "|"-separated
+    overview: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class UserText(SQLModel, table=True):

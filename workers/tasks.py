@@ -86,7 +86,7 @@ def run_job(task: Task, job_id: str) -> str:
             _fail_dependents(engine, job_id, task.app, settings)
             return "failed"
         requeue_job(engine, job_id, str(err))
-        delay = min(300.0, (2 ** task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
+        delay = min(300.0, (2**task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
         raise task.retry(countdown=max(delay, err.retry_after or 0.0)) from None
     except PermanentLLMError as err:
         finish_job(engine, job_id, JobState.FAILED, error=str(err))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import re
 import zlib
 from dataclasses import dataclass
@@ -120,10 +121,11 @@ def _pick(options: tuple[str, ...], digest: bytes, index: int) -> str:
 def profile_text(user_text: str) -> str:
     """A short profile chosen by a hash of the ratings the model was shown."""
     d = hashlib.sha256(user_text.encode()).digest()
+    # Three distinct genres, so the profile never likes and dislikes the same one.
+    liked, also_liked, disliked = random.Random(d).sample(_GENRES, 3)
     return (
-        f"Enjoys {_pick(_GENRES, d, 0)} and {_pick(_GENRES, d, 1)}, prefers "
-        f"{_pick(_ERAS, d, 2)} films, dislikes {_pick(_GENRES, d, 3)}, and is "
-        f"{_pick(_STRICTNESS, d, 4)}."
+        f"Enjoys {liked} and {also_liked}, prefers {_pick(_ERAS, d, 2)} films, "
+        f"dislikes {disliked}, and is {_pick(_STRICTNESS, d, 4)}."
     )
 
 
@@ -137,8 +139,9 @@ def answer_for(request: ChatRequest) -> JsonDict:
     """The JSON object the stub answers to a chat request."""
     seed = system_text(request.messages)
     user = last_user_text(request.messages)
-    if request.schema is not None and request.schema.get("properties"):
-        return _fill_object(request.schema, request.schema, seed, user)
+    root = request.schema
+    if root is not None and (schema := _resolve(root, root)).get("properties"):
+        return _fill_object(schema, root, seed, user)
     ids = requested_item_ids(user)
     if ids:
         return {item_id: rating(seed, item_id) for item_id in ids}

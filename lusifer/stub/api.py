@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from lusifer.stub.answers import BadRequest, answer_for, completion, parse_chat_request
-from lusifer.stub.config import FaultKind
+from lusifer.stub.config import FaultKind, StubConfig
 from lusifer.stub.faults import HTTP_FAULT_ERRORS, corrupt
 from lusifer.stub.state import CHAT_PATH, StubState
 
@@ -87,14 +87,13 @@ def _route(
         ]
         return Reply(200, {"object": "list", "data": data})
     if path == CHAT_PATH and method == "POST":
-        return _chat(state, raw)
+        return _chat(state, config, raw)
     if path in (MODELS_PATH, CHAT_PATH):
         return _error(405, f"{method} is not allowed on {path}", "method_not_allowed")
     return _error(404, f"Unknown request URL: {method} {path}", "unknown_url")
 
 
-def _chat(state: StubState, raw: bytes) -> Reply:
-    config = state.config
+def _chat(state: StubState, config: StubConfig, raw: bytes) -> Reply:
     try:
         request = parse_chat_request(json.loads(raw or b"null"))
     except (ValueError, BadRequest) as err:

@@ -24,8 +24,9 @@ FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 class StubConfig(BaseModel):
     """What the stub serves and how badly it behaves; every field can change at run time."""
 
-    # Unknown fields are an error so a typo in a test's fault config does not pass silently.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Unknown fields are an error so a typo in a test's fault config does not pass silently;
+    # frozen because request threads share it: changes go through ``updated`` and a swap.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     latency_s: float = Field(default=0.0, ge=0.0)
     # Extra latency drawn uniformly from [0, latency_jitter_s]: latency_s stays a lower bound.

@@ -67,7 +67,10 @@ def stub_server(*args: str, api_key: str | None = None) -> Iterator[Stub]:
         env["LUSIFER_STUB_API_KEY"] = api_key
     process = subprocess.Popen(
         [sys.executable, "-m", "lusifer.stub", "--port", "0", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
     )
     try:
         assert process.stdout is not None
@@ -112,8 +115,9 @@ class Workers:
 
 
 @contextmanager
-def celery_workers(env: dict[str, str], log_dir: Path, count: int = 2,
-                   threads: int = 4) -> Iterator[Workers]:
+def celery_workers(
+    env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4
+) -> Iterator[Workers]:
     """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end."""
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
@@ -124,12 +128,29 @@ def celery_workers(env: dict[str, str], log_dir: Path, count: int = 2,
             with log.open("wb") as out:
                 processes.append(
                     subprocess.Popen(
-                        [sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                         "--pool", "threads", "--concurrency", str(threads),
-                         "-Q", env["LUSIFER_QUEUE"], "--loglevel", "INFO",
-                         "--hostname", f"it{index}-{secrets.token_hex(3)}@%h",
-                         "--without-gossip", "--without-mingle"],
-                        stdout=out, stderr=subprocess.STDOUT, env=env,
+                        [
+                            sys.executable,
+                            "-m",
+                            "celery",
+                            "-A",
+                            "workers.app",
+                            "worker",
+                            "--pool",
+                            "threads",
+                            "--concurrency",
+                            str(threads),
+                            "-Q",
+                            env["LUSIFER_QUEUE"],
+                            "--loglevel",
+                            "INFO",
+                            "--hostname",
+                            f"it{index}-{secrets.token_hex(3)}@%h",
+                            "--without-gossip",
+                            "--without-mingle",
+                        ],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        env=env,
                     )
                 )
         yield Workers(processes, logs)
@@ -145,10 +166,15 @@ def celery_workers(env: dict[str, str], log_dir: Path, count: int = 2,
                 process.kill()
 
 
-def run_cli(args: list[str], env: dict[str, str], cwd: Path,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the `lusifer` command as a user would."""
     return subprocess.run(
-        [str(VENV_BIN / "lusifer"), *args], env={**env, "COLUMNS": "120"}, cwd=cwd,
-        capture_output=True, text=True, timeout=timeout,
+        [str(VENV_BIN / "lusifer"), *args],
+        env={**env, "COLUMNS": "120"},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )

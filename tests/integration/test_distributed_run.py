@@ -86,9 +86,25 @@ def test_two_fold_run_completes_with_correct_metrics_and_no_leaks(
     queue = f"it-{secrets.token_hex(4)}"
     env = service_env(database_url, queue, API_KEY)
     run_id = f"it-{secrets.token_hex(3)}"
-    args = ["run", "--base-url", "", "--model", "stub-model", "--folds", ",".join(FOLDS),
-            "--max-users", str(USERS), "--data-dir", str(data_dir), "--run-id", run_id,
-            "--price-prompt", "0.5", "--price-completion", "1.5"]
+    args = [
+        "run",
+        "--base-url",
+        "",
+        "--model",
+        "stub-model",
+        "--folds",
+        ",".join(FOLDS),
+        "--max-users",
+        str(USERS),
+        "--data-dir",
+        str(data_dir),
+        "--run-id",
+        run_id,
+        "--price-prompt",
+        "0.5",
+        "--price-completion",
+        "1.5",
+    ]
     with stub_server(api_key=API_KEY) as stub, celery_workers(env, tmp_path) as workers:
         args[2] = stub.base_url
         with BrokerTap() as tap:
@@ -184,9 +200,24 @@ def test_permanent_llm_error_in_workers_stops_the_run_fast(
     with stub_server(api_key=API_KEY) as stub, celery_workers(worker_env, tmp_path, count=1):
         result = run_cli(
             # Users no other test simulates, so no answer can come from the call cache.
-            ["run", "--base-url", stub.base_url, "--model", "stub-model", "--folds", "u1",
-             "--users", "20,21,22", "--data-dir", str(data_dir), "--run-id", run_id],
-            coordinator_env, tmp_path, timeout=60,
+            [
+                "run",
+                "--base-url",
+                stub.base_url,
+                "--model",
+                "stub-model",
+                "--folds",
+                "u1",
+                "--users",
+                "20,21,22",
+                "--data-dir",
+                str(data_dir),
+                "--run-id",
+                run_id,
+            ],
+            coordinator_env,
+            tmp_path,
+            timeout=60,
         )
     assert result.returncode == 1
     assert "rejected the API key" in result.stderr
@@ -201,9 +232,24 @@ def test_bad_key_at_start_fails_before_anything_is_stored(
     env = service_env(database_url, f"it-{secrets.token_hex(4)}", "sk-wrong")
     with stub_server(api_key=API_KEY) as stub:
         result = run_cli(
-            ["run", "--base-url", stub.base_url, "--model", "stub-model", "--folds", "u1",
-             "--max-users", "2", "--data-dir", str(data_dir), "--run-id", run_id],
-            env, tmp_path, timeout=60,
+            [
+                "run",
+                "--base-url",
+                stub.base_url,
+                "--model",
+                "stub-model",
+                "--folds",
+                "u1",
+                "--max-users",
+                "2",
+                "--data-dir",
+                str(data_dir),
+                "--run-id",
+                run_id,
+            ],
+            env,
+            tmp_path,
+            timeout=60,
         )
         assert stub.chat_count() == 0
     assert result.returncode == 1

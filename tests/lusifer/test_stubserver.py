@@ -18,6 +18,7 @@ import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
+from pydantic import BaseModel
 
 from lusifer.stub import FAULT_KINDS, StubConfig, StubServer
 
@@ -135,6 +136,20 @@ def test_profile_schema_with_refs_fills_every_required_string(client: openai.Ope
     answer = json.loads(chat(client, "Write it.", response_format=openai_format(schema)))
     assert set(answer) == {"profile", "mood", "why"}
     assert all(isinstance(v, str) and v for v in answer.values())
+
+
+def test_pydantic_generated_schemas_validate(client: openai.OpenAI) -> None:
+    class Taste(BaseModel):
+        summary: str
+
+    class ProfileAnswer(BaseModel):
+        profile: str
+        change: str
+        taste: Taste | None
+
+    fmt = openai_format(ProfileAnswer.model_json_schema())
+    answer = ProfileAnswer.model_validate_json(chat(client, "Write it.", response_format=fmt))
+    assert answer.profile and answer.taste is not None and answer.taste.summary
 
 
 def test_without_schema_the_item_tags_of_the_last_user_message_are_rated(
