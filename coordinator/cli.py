@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.local import LOCAL_MODEL_NAME
 from coordinator.runner import report_run, resolve_dataset_config, resume_run, start_run
@@ -44,6 +46,22 @@ def _guard(action: Callable[[], T], run_id: str | None = None) -> T:
         return action()
     except LusiferError as err:
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except SQLAlchemyError as err:
+        # A database that fails mid-run (dropped connection, full disk): the run is resumable.
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+        hint = f"`lusifer resume {run_id}` continues the run" if run_id else "check the database"
+        err_console.print(
+            f"[bold red]error:[/] database error ({reason}); {hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1) from None
+    except KombuOperationalError as err:
+        hint = f"`lusifer resume {run_id}` continues the run" if run_id else "check the broker"
+        err_console.print(
+            f"[bold red]error:[/] broker error ({err}); {hint}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         hint = f"; `lusifer resume {run_id}` finishes it" if run_id else ""

@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 from lusifer.celery_app import send_jobs
 from lusifer.db import session_scope
 from lusifer.errors import LusiferError
-from lusifer.jobstore import take_for_queue
+from lusifer.jobstore import release_stale, take_for_queue
 from lusifer.tables import Job, JobKind, JobState, Run
 
 
@@ -69,9 +69,13 @@ def enqueue_ready(engine: Engine, app: Celery, run_id: str, queue: str) -> int:
     return len(taken)
 
 
-def reset_unfinished(engine: Engine, run_id: str, include_failed: bool = True) -> int:
-    """Put every unfinished (and failed) job of a run back to pending, for resume."""
-    states = [JobState.QUEUED, JobState.RUNNING] + ([JobState.FAILED] if include_failed else [])
+def reset_unfinished(engine: Engine, run_id: str, *, include_running: bool) -> int:
+    """Put queued and failed jobs of a run back to pending, for resume.
+
+    Running jobs are included only when no worker can still hold them (local mode starts new
+    workers); in a cluster they are left to their lease.
+    """
+    states = [JobState.QUEUED, JobState.FAILED] + ([JobState.RUNNING] if include_running else [])
     with session_scope(engine) as session:
         result = session.execute(
             update(Job)
@@ -105,6 +109,7 @@ def follow(
     queue: str,
     console: Console,
     *,
+    lease_s: float,
     poll_s: float = 0.5,
     health_check: Callable[[], None] | None = None,
 ) -> None:
@@ -127,7 +132,12 @@ def follow(
             kind: progress.add_task(label, total=None, failed=0)
             for kind, label in ((JobKind.PROFILE, "profiles"), (JobKind.RATING, "ratings"))
         }
+        last_sweep = 0.0
         while True:
+            if time.monotonic() - last_sweep > min(60.0, lease_s / 4):
+                # Jobs orphaned by a dead worker go back to pending and are sent again.
+                release_stale(engine, run_id, lease_s)
+                last_sweep = time.monotonic()
             with Session(engine) as session:
                 run = session.get(Run, run_id)
                 if run is not None and run.status == "failed":

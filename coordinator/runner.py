@@ -83,6 +83,7 @@ def start_run(
             run_id,
             services.queue,
             console,
+            lease_s=settings.job_lease_s,
             health_check=services.health_check,
         )
         results = aggregate_run(services.engine, run_id, config.folds)
@@ -110,7 +111,9 @@ def resume_run(
     config = stored_config(settings, run_id)
     with run_services(settings, config, workers=workers, threads=threads) as services:
         preflight_llm(services.llm_base_url, config.llm.model, settings)
-        reopened = reset_unfinished(services.engine, run_id)
+        reopened = reset_unfinished(
+            services.engine, run_id, include_running=services.health_check is not None
+        )
         console.print(f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs sent again")
         follow(
             services.engine,
@@ -118,6 +121,7 @@ def resume_run(
             run_id,
             services.queue,
             console,
+            lease_s=settings.job_lease_s,
             health_check=services.health_check,
         )
         results = aggregate_run(services.engine, run_id, config.folds)

@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
-from lusifer.tables import CallUse, LLMCall
+from lusifer.tables import CallUse, Job, JobState, LLMCall, utcnow
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,13 @@ class RecordedModel:
         return result
 
     def _record_use(self, key: str, *, cached: bool, retries: int) -> None:
+        # The use is also the job's heartbeat: a job making calls holds its lease.
         with session_scope(self._engine) as session:
+            session.execute(
+                update(Job)
+                .where(col(Job.id) == self._context.job_id, col(Job.state) == JobState.RUNNING)
+                .values(updated_at=utcnow())
+            )
             upsert(
                 session,
                 CallUse,

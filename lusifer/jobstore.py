@@ -3,28 +3,52 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
 from lusifer.db import session_scope
 from lusifer.tables import Job, JobState, Run, utcnow
 
 
-def claim_job(engine: Engine, job_id: str) -> Job | None:
-    """Mark a job running and return it, or None if it is finished or unknown.
+def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
+    """Mark a job running and return it, or None if it is finished, held, or unknown.
 
-    A job found ``running`` is claimed again: its worker died and the broker redelivered it.
+    A ``running`` job is claimed again only when its heartbeat is older than the lease: its
+    worker died. A duplicate delivery of a job that is alive elsewhere is skipped, so no LLM
+    call is paid twice.
     """
+    stale = utcnow() - timedelta(seconds=lease_s)
+    claimable = or_(
+        col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
+        and_(col(Job.state) == JobState.RUNNING, col(Job.updated_at) < stale),
+    )
     with session_scope(engine) as session:
         result = session.execute(
             update(Job)
-            .where(col(Job.id) == job_id, col(Job.state).in_(JobState.UNFINISHED))
+            .where(col(Job.id) == job_id, claimable)
             .values(state=JobState.RUNNING, attempts=Job.attempts + 1, updated_at=utcnow())
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return None
         return session.get(Job, job_id)
+
+
+def release_stale(engine: Engine, run_id: str, lease_s: float) -> int:
+    """Put running jobs whose worker died (heartbeat older than the lease) back to pending."""
+    stale = utcnow() - timedelta(seconds=lease_s)
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(
+                col(Job.run_id) == run_id,
+                col(Job.state) == JobState.RUNNING,
+                col(Job.updated_at) < stale,
+            )
+            .values(state=JobState.PENDING, updated_at=utcnow())
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 def finish_job(

@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     visibility_timeout_s: int = Field(
         default=6 * 3600, description="Redis visibility timeout; longer than any job."
     )
+    job_lease_s: int = Field(
+        default=900,
+        description="A running job whose heartbeat (every LLM call) is older than this is "
+        "taken to be orphaned by a dead worker and may be claimed again.",
+    )
     worker_concurrency: int = Field(default=8, description="Threads per worker process.")
     job_max_retries: int = Field(
         default=8, description="Celery retries of a job after transient LLM errors."

@@ -12,7 +12,7 @@ from sqlmodel import Field, SQLModel
 
 
 def utcnow() -> datetime:
-    """Current time in UTC (stored naive-free)."""
+    """Current time in UTC, timezone-aware (SQLModel stores TIMESTAMP WITH TIME ZONE)."""
     return datetime.now(UTC)
 
 

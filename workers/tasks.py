@@ -68,9 +68,9 @@ def run_job(task: Task, job_id: str) -> str:
     """Run one job to its end; transient LLM failures hand it back to the queue."""
     settings = get_settings()
     engine = get_engine(_database_url(settings))
-    job = claim_job(engine, job_id)
+    job = claim_job(engine, job_id, settings.job_lease_s)
     if job is None:
-        return "skipped: finished or unknown"
+        return "skipped: finished, running elsewhere, or unknown"
     if run_status(engine, job.run_id) == "failed":
         # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
         requeue_job(engine, job_id)
