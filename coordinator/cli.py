@@ -34,6 +34,10 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+COLUMNS_HELP = (
+    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
+    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
+)
 DATA_DIR_HELP = (
     "ml-100k directory, or one holding ml-100k/ and tmdb/; "
     "default: LUSIFER_DATA_DIR, else downloaded from GroupLens"
@@ -88,11 +92,27 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise ConfigurationError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
+def _mapping(text: str | None) -> dict[str, str]:
+    if not text:
+        return {}
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
+    return {field.strip(): column.strip() for field, column in pairs}
+
+
 @app.command()
 def run(
     data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
     overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
-    folds: Annotated[str, typer.Option(help="Comma-separated folds")] = "u1,u2,u3,u4,u5",
+    ratings_csv: Annotated[Path | None, typer.Option(help="Own data: ratings CSV")] = None,
+    items_csv: Annotated[Path | None, typer.Option(help="Own data: items CSV")] = None,
+    users_csv: Annotated[Path | None, typer.Option(help="Own data: users CSV")] = None,
+    columns: Annotated[str | None, typer.Option(help=COLUMNS_HELP)] = None,
+    n_folds: Annotated[int, typer.Option(help="Own data: folds f1..fN")] = 5,
+    folds: Annotated[
+        str | None, typer.Option(help="Comma-separated folds (default u1..u5, or f1..fN)")
+    ] = None,
     users: Annotated[str | None, typer.Option(help="Comma-separated user ids")] = None,
     max_users: Annotated[int | None, typer.Option(help="First N users of each fold")] = None,
     base_url: Annotated[
@@ -134,10 +154,23 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
+        if ratings_csv is not None or items_csv is not None:
+            dataset: object = {
+                "kind": "csv",
+                "ratings_csv": ratings_csv,
+                "items_csv": items_csv,
+                "users_csv": users_csv,
+                "columns": _mapping(columns),
+                "n_folds": n_folds,
+            }
+            default_folds = ",".join(f"f{i}" for i in range(1, n_folds + 1))
+        else:
+            dataset = resolve_dataset_config(data_dir, overviews, settings)
+            default_folds = "u1,u2,u3,u4,u5"
         config = parse_run_config(
             {
-                "dataset": resolve_dataset_config(data_dir, overviews, settings),
-                "folds": tuple(f.strip() for f in folds.split(",") if f.strip()),
+                "dataset": dataset,
+                "folds": tuple(f.strip() for f in (folds or default_folds).split(",") if f.strip()),
                 "users": _ints(users, "--users"),
                 "max_users": max_users,
                 "profile_history": profile_history,

@@ -14,7 +14,12 @@ from coordinator.planner import describe_plan, plan_run, store_plan
 from coordinator.report import print_report
 from coordinator.services import database_url_of, preflight_llm, run_services
 from lusifer.config import DatasetConfig, RunConfig, parse_run_config
-from lusifer.dataset import Dataset, ensure_movielens_100k, load_movielens_100k
+from lusifer.dataset import (
+    Dataset,
+    ensure_movielens_100k,
+    load_csv_dataset,
+    load_movielens_100k,
+)
 from lusifer.db import get_engine, require_tables
 from lusifer.errors import ConfigurationError, DataError
 from lusifer.prompts import load_prompt_set
@@ -42,6 +47,20 @@ def resolve_dataset_config(
 
 def load_dataset(config: RunConfig) -> Dataset:
     """Load the dataset a run configuration names."""
+    spec = config.dataset
+    if spec.kind == "csv":
+        assert spec.ratings_csv is not None and spec.items_csv is not None  # validated
+        return load_csv_dataset(
+            spec.ratings_csv,
+            spec.items_csv,
+            spec.users_csv,
+            columns=spec.columns,
+            n_folds=spec.n_folds,
+            seed=spec.split_seed,
+            name=spec.ratings_csv.stem,
+            encoding=spec.encoding,
+            delimiter=spec.delimiter,
+        )
     if config.dataset.data_dir is None:
         raise DataError("the run configuration names no dataset directory; pass --data-dir")
     return load_movielens_100k(

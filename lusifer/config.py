@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from lusifer.dataset import ColumnMapping
 from lusifer.errors import ConfigurationError
 
 LOCAL_BASE_URL = "local"
@@ -41,13 +42,27 @@ class LLMConfig(BaseModel):
 
 
 class DatasetConfig(BaseModel):
-    """Where the data comes from."""
+    """Where the data comes from: MovieLens 100K, or any ratings/items/users CSVs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["movielens-100k"] = "movielens-100k"
+    kind: Literal["movielens-100k", "csv"] = "movielens-100k"
     data_dir: Path | None = Field(default=None, description="Unpacked ml-100k directory")
     overviews_csv: Path | None = Field(default=None, description="CSV movie_id,overview")
+    ratings_csv: Path | None = None
+    items_csv: Path | None = None
+    users_csv: Path | None = None
+    columns: ColumnMapping = ColumnMapping()
+    n_folds: int = Field(default=5, ge=2, description="CSV: folds f1..fN of a seeded split")
+    split_seed: int = 0
+    encoding: str = "utf-8"
+    delimiter: str = ","
+
+    @model_validator(mode="after")
+    def _csv_needs_files(self) -> DatasetConfig:
+        if self.kind == "csv" and (self.ratings_csv is None or self.items_csv is None):
+            raise ValueError("a CSV dataset needs --ratings-csv and --items-csv")
+        return self
 
 
 class RunConfig(BaseModel):
