@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator.local import LOCAL_MODEL_NAME
+from coordinator.local import LOCAL_MODEL_NAME, worker_command
 from coordinator.runner import report_run, resolve_dataset_config, resume_run, start_run
 from coordinator.services import database_url_of
 from coordinator.status import print_runs, print_status
@@ -243,21 +243,7 @@ def init_db() -> None:
 def worker(ctx: typer.Context) -> None:
     """Start a Celery worker (extra arguments go to `celery worker`)."""
     settings = _guard(_settings)
-    args = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
-        "worker",
-        "-Q",
-        settings.queue,
-        "--pool",
-        "threads",
-        "--concurrency",
-        str(settings.worker_concurrency),
-        *ctx.args,
-    ]
+    args = [*worker_command(settings.queue, settings.worker_concurrency), *ctx.args]
     os.execv(sys.executable, args)
 
 

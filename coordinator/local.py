@@ -159,6 +159,24 @@ class WorkerPool:
             )
 
 
+def worker_command(queue: str, threads: int) -> list[str]:
+    """The Celery worker command line: a thread pool, since jobs mostly wait on the LLM."""
+    return [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        "-Q",
+        queue,
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(threads),
+    ]
+
+
 @contextmanager
 def local_workers(
     work_dir: Path, env: dict[str, str], processes: int, threads: int, queue: str
@@ -171,18 +189,7 @@ def local_workers(
             started.append(
                 subprocess.Popen(
                     [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "workers.app",
-                        "worker",
-                        "--pool",
-                        "threads",
-                        "--concurrency",
-                        str(threads),
-                        "-Q",
-                        queue,
+                        *worker_command(queue, threads),
                         "--loglevel",
                         "WARNING",
                         "--hostname",

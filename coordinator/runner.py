@@ -12,7 +12,7 @@ from coordinator.aggregate import aggregate_run
 from coordinator.follow import follow, reset_unfinished, set_run_status
 from coordinator.planner import describe_plan, plan_run, store_plan
 from coordinator.report import print_report
-from coordinator.services import database_url_of, preflight_llm, run_services
+from coordinator.services import Services, database_url_of, preflight_llm, run_services
 from lusifer.config import DatasetConfig, RunConfig, parse_run_config
 from lusifer.dataset import (
     Dataset,
@@ -96,17 +96,28 @@ def start_run(
         preflight_llm(services.llm_base_url, config.llm.model, settings)
         store_plan(services.engine, plan, dataset)
         set_run_status(services.engine, run_id, "running")
-        follow(
-            services.engine,
-            services.app,
-            run_id,
-            services.queue,
-            console,
-            lease_s=settings.job_lease_s,
-            health_check=services.health_check,
-        )
-        results = aggregate_run(services.engine, run_id, config.folds)
-    print_report(console, run_id, results, f"prompt set {prompts.name}, model {config.llm.model}")
+        _follow_and_report(services, run_id, config, settings, console)
+
+
+def _header(config: RunConfig) -> str:
+    return f"prompt set {config.prompt_set}, model {config.llm.model}"
+
+
+def _follow_and_report(
+    services: Services, run_id: str, config: RunConfig, settings: Settings, console: Console
+) -> None:
+    """Follow a run to its end, then print its tables."""
+    follow(
+        services.engine,
+        services.app,
+        run_id,
+        services.queue,
+        console,
+        lease_s=settings.job_lease_s,
+        health_check=services.health_check,
+    )
+    results = aggregate_run(services.engine, run_id, config.folds)
+    print_report(console, run_id, results, _header(config))
 
 
 def stored_config(settings: Settings, run_id: str) -> RunConfig:
@@ -134,19 +145,7 @@ def resume_run(
             services.engine, run_id, include_running=services.health_check is not None
         )
         console.print(f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs sent again")
-        follow(
-            services.engine,
-            services.app,
-            run_id,
-            services.queue,
-            console,
-            lease_s=settings.job_lease_s,
-            health_check=services.health_check,
-        )
-        results = aggregate_run(services.engine, run_id, config.folds)
-    print_report(
-        console, run_id, results, f"prompt set {config.prompt_set}, model {config.llm.model}"
-    )
+        _follow_and_report(services, run_id, config, settings, console)
 
 
 def report_run(run_id: str, settings: Settings, console: Console) -> None:
@@ -154,6 +153,4 @@ def report_run(run_id: str, settings: Settings, console: Console) -> None:
     config = stored_config(settings, run_id)
     engine = get_engine(database_url_of(settings))
     results = aggregate_run(engine, run_id, config.folds)
-    print_report(
-        console, run_id, results, f"prompt set {config.prompt_set}, model {config.llm.model}"
-    )
+    print_report(console, run_id, results, _header(config))
