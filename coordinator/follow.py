@@ -99,6 +99,8 @@ class _RateColumn(ProgressColumn):
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
+        if speed is None and task.elapsed and task.completed:
+            speed = task.completed / task.elapsed  # rich's window is too short for slow jobs
         return Text("–/s" if speed is None else f"{speed:.2f}/s", style="progress.data.speed")
 
 

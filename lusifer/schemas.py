@@ -26,6 +26,17 @@ PROFILE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
+# Grammar-constrained servers (llama.cpp) enforce string lengths, which keeps a small model
+# from answering an empty profile; OpenAI's strict mode rejects these keywords, so only the
+# json_object mode asks for them.
+PROFILE_SCHEMA_WITH_LENGTHS: dict[str, Any] = {
+    **PROFILE_SCHEMA,
+    "properties": {
+        "profile": {"type": "string", "minLength": 40, "maxLength": 1200},
+        "change": {"type": "string", "minLength": 10, "maxLength": 300},
+    },
+}
+
 
 def rating_schema(item_ids: Sequence[int]) -> dict[str, Any]:
     """A JSON schema whose keys are exactly ``item_ids``, each an integer rating 1..5."""

@@ -16,6 +16,7 @@ from lusifer.llm import ChatModel, ChatRequest
 from lusifer.prompts import PromptSet
 from lusifer.schemas import (
     PROFILE_SCHEMA,
+    PROFILE_SCHEMA_WITH_LENGTHS,
     ProfileAnswer,
     parse_profile,
     parse_ratings,
@@ -92,7 +93,11 @@ def profile_step(
         temperature=config.temperature,
         max_tokens=config.profile_max_tokens,
         schema_name="profile",
-        json_schema=PROFILE_SCHEMA,
+        json_schema=(
+            PROFILE_SCHEMA_WITH_LENGTHS
+            if config.structured_output == "json_object"
+            else PROFILE_SCHEMA
+        ),
         structured_output=config.structured_output,
     )
     result = llm.complete(request)
@@ -126,9 +131,17 @@ def build_profile(
     steps: list[ProfileStepResult] = []
     profile: str | None = None
     for index, batch in enumerate(batches):
-        answer, key = profile_step(
-            llm, prompts, config, user_info=user_info, batch=batch, profile=profile
-        )
+        try:
+            answer, key = profile_step(
+                llm, prompts, config, user_info=user_info, batch=batch, profile=profile
+            )
+        except OutputValidationError as err:
+            if profile is None:
+                raise  # no profile at all: the job fails with the raw answer
+            # A bad update loses one batch, not the user: the previous profile stands and
+            # the step records why.
+            answer = ProfileAnswer(profile=profile, change=f"(no valid update: {err})")
+            key = ""
         profile = answer.profile
         step = ProfileStepResult(
             step=index,

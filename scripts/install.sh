@@ -11,7 +11,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=".venv/.installed-$(cat pyproject.toml .ci/constraints.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -e ".[local,dev]" -c .ci/constraints.txt
+    echo "installing Lusifer into .venv (the first time compiles llama-cpp-python: ~10 min)"
+    # Some machines' pip configuration names index folders that do not exist; pip warns once
+    # per package about them, which says nothing about this install.
+    noise='is ignored: it is neither a file nor a directory'
+    .venv/bin/python -m pip install --quiet --upgrade pip 2> >(grep -v "$noise" >&2)
+    .venv/bin/python -m pip install --quiet -e ".[local,dev]" -c .ci/constraints.txt \
+        2> >(grep -v "$noise" >&2)
     rm -f .venv/.installed-* && touch "$stamp"
 fi

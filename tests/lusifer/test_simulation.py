@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lusifer.config import LLMConfig
+from lusifer.errors import OutputValidationError
 from lusifer.llm import ChatRequest, FakeChatModel
 from lusifer.prompts import PromptSet, load_prompt_set
 from lusifer.schemas import PROFILE_SCHEMA
@@ -240,3 +241,42 @@ def test_item_text_cannot_add_keys_to_the_schema(prompts: PromptSet) -> None:
     # The extra key the answer made up is not taken.
     assert outcome.ratings == {31: 5, 32: 4}
     assert "'999' is not one of the items asked" in outcome.problems
+
+
+def test_a_failed_update_keeps_the_previous_profile(prompts: PromptSet) -> None:
+    answers = iter(
+        [
+            json.dumps({"profile": "Likes family comedies.", "change": "first"}),
+            json.dumps({"profile": "", "change": "empty"}),  # invalid update ...
+            json.dumps({"profile": "", "change": "still empty"}),  # ... and its re-ask
+            json.dumps({"profile": "Likes comedies, dislikes thrillers.", "change": "third"}),
+        ]
+    )
+    model = FakeChatModel(lambda _request: next(answers))
+    steps = build_profile(model, prompts, CONFIG, user_info=USER_INFO, batches=_batches())
+    assert [s.profile for s in steps] == [
+        "Likes family comedies.",
+        "Likes family comedies.",
+        "Likes comedies, dislikes thrillers.",
+    ]
+    assert steps[1].explanation.startswith("(no valid update:")
+    assert steps[1].call_key == ""
+    # The third step updated the profile that stood, not the empty answer.
+    assert "Likes family comedies." in model.requests[3].messages[1][1]
+
+
+def test_a_failed_first_step_fails_the_profile(prompts: PromptSet) -> None:
+    model = FakeChatModel(lambda _request: json.dumps({"profile": "", "change": ""}))
+    with pytest.raises(OutputValidationError):
+        build_profile(model, prompts, CONFIG, user_info=USER_INFO, batches=_batches())
+
+
+def test_grammar_servers_are_asked_for_a_non_empty_profile(prompts: PromptSet) -> None:
+    answer = json.dumps({"profile": "Likes comedies a lot, and rates them high.", "change": "x"})
+    for mode, has_lengths in (("json_object", True), ("json_schema", False), ("none", False)):
+        config = LLMConfig(base_url="http://x/v1", model="m", structured_output=mode)
+        model = FakeChatModel(lambda _request: answer)
+        profile_step(model, prompts, config, user_info=USER_INFO, batch=_batches()[0], profile=None)
+        schema = model.requests[0].json_schema
+        assert schema is not None
+        assert ("minLength" in schema["properties"]["profile"]) is has_lengths
