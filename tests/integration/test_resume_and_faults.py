@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 from sqlmodel import Session, func, select
 
 from lusifer.celery_app import make_celery
@@ -148,7 +149,12 @@ def test_duplicate_deliveries_are_skipped(
             for job in jobs:
                 name = "lusifer.profile" if job.kind == "profile" else "lusifer.rate"
                 app.send_task(name, args=[job.id], queue=queue)
-        time.sleep(3)
+        # Wait until the workers have taken every duplicate off the queue and settled them.
+        broker = redis.Redis.from_url(env["LUSIFER_BROKER_URL"])
+        deadline = time.monotonic() + 30
+        while broker.llen(queue) > 0 or broker.hlen("unacked") > 0:
+            assert time.monotonic() < deadline, "the duplicates were never consumed"
+            time.sleep(0.2)
         assert stub.chat_count() == before
     assert _states(database_url, run_id) == Counter({JobState.DONE: len(jobs)})
 
