@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -87,8 +87,15 @@ def embedded_redis(work_dir: Path) -> Iterator[str]:
 
 
 @contextmanager
-def local_model_server(work_dir: Path, ctx_tokens: int = 8192) -> Iterator[str]:
-    """llama-cpp-python's OpenAI-compatible server over SmolLM2; yields its base URL."""
+def local_model_server(
+    work_dir: Path,
+    ctx_tokens: int = 8192,
+    watch: list[subprocess.Popen[bytes]] | None = None,
+) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server over SmolLM2; yields its base URL.
+
+    The server process is appended to ``watch`` so a caller can notice when it dies.
+    """
     model = local_model_path()
     if importlib.util.find_spec("llama_cpp") is None:
         raise ConfigurationError(
@@ -121,6 +128,8 @@ def local_model_server(work_dir: Path, ctx_tokens: int = 8192) -> Iterator[str]:
     )
     os.close(log)
     base_url = f"http://127.0.0.1:{port}/v1"
+    if watch is not None:
+        watch.append(process)
     try:
         _wait_http(f"{base_url}/models", process, "the local model server", work_dir)
         yield base_url
@@ -150,12 +159,18 @@ class WorkerPool:
 
     processes: list[subprocess.Popen[bytes]]
     work_dir: Path
+    model_servers: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def check(self) -> None:
-        """Fail when every worker has died."""
+        """Fail when every worker, or the local model server, has died."""
         if self.processes and all(p.poll() is not None for p in self.processes):
             raise ServiceError(
                 f"all local workers exited; see {self.work_dir / 'logs'} for the reason"
+            )
+        if any(p.poll() is not None for p in self.model_servers):
+            raise ServiceError(
+                "the local model server exited; see "
+                f"{self.work_dir / 'logs' / 'llm-server.log'}, then `lusifer resume` the run"
             )
 
 
@@ -220,6 +235,7 @@ class LocalEnvironment:
     broker_url: str
     database_url: str
     llm_base_url: str | None
+    model_servers: list[subprocess.Popen[bytes]]
 
 
 @contextmanager
@@ -229,10 +245,16 @@ def local_services(
     """Start the embedded broker (and model server); the caller adds workers to the stack."""
     with ExitStack() as stack:
         broker = stack.enter_context(embedded_redis(work_dir))
-        base_url = stack.enter_context(local_model_server(work_dir)) if start_model else None
+        env_watch: list[subprocess.Popen[bytes]] = []
+        base_url = (
+            stack.enter_context(local_model_server(work_dir, watch=env_watch))
+            if start_model
+            else None
+        )
         env = LocalEnvironment(
             broker_url=broker,
             database_url=database_url or local_database_url(work_dir),
             llm_base_url=base_url,
+            model_servers=env_watch,
         )
         yield env, stack

@@ -105,6 +105,7 @@ def run_services(
         pool = stack.enter_context(
             local_workers(work_dir, worker_env, workers, threads, settings.queue)
         )
+        pool.model_servers.extend(env.model_servers)
         yield Services(
             app, engine, settings.queue, env.llm_base_url or config.llm.base_url, pool.check
         )

@@ -26,14 +26,15 @@ PROFILE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
 }
 
-# Grammar-constrained servers (llama.cpp) enforce string lengths, which keeps a small model
-# from answering an empty profile; OpenAI's strict mode rejects these keywords, so only the
-# json_object mode asks for them.
+# Grammar-constrained servers (llama.cpp) enforce a minimum string length, which keeps a small
+# model from answering an empty profile; OpenAI's strict mode rejects the keyword, so only the
+# json_object mode asks for it. No maxLength: llama.cpp unrolls it into a grammar too large to
+# parse (its server dies on it); max_tokens bounds the answer instead.
 PROFILE_SCHEMA_WITH_LENGTHS: dict[str, Any] = {
     **PROFILE_SCHEMA,
     "properties": {
-        "profile": {"type": "string", "minLength": 40, "maxLength": 1200},
-        "change": {"type": "string", "minLength": 10, "maxLength": 300},
+        "profile": {"type": "string", "minLength": 40},
+        "change": {"type": "string", "minLength": 10},
     },
 }
 

@@ -9,9 +9,11 @@ from typing import Any
 
 from celery import Celery, Task
 
-from lusifer.celery_app import PROFILE_TASK, RATING_TASK, send_jobs
+from lusifer.celery_app import ENV_STEP_TASK, PROFILE_TASK, RATING_TASK, send_jobs
 from lusifer.config import LOCAL_BASE_URL, LLMConfig
 from lusifer.db import get_engine
+from lusifer.env.dynamics import execute_env_request
+from lusifer.env.store import fail_request, set_state
 from lusifer.errors import ConfigurationError, LusiferError, PermanentLLMError, TransientLLMError
 from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
 from lusifer.jobstore import (
@@ -87,7 +89,12 @@ def run_job(task: Task, job_id: str) -> str:
             return "failed"
         requeue_job(engine, job_id, str(err))
         delay = min(300.0, (2**task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
-        raise task.retry(countdown=max(delay, err.retry_after or 0.0)) from None
+        # Celery's own limit must not cut in before ours: past it, retry() raises and the
+        # job would be left queued with no message.
+        raise task.retry(
+            countdown=max(delay, err.retry_after or 0.0),
+            max_retries=settings.job_max_retries + 1,
+        ) from None
     except PermanentLLMError as err:
         finish_job(engine, job_id, JobState.FAILED, error=str(err))
         fail_run(engine, job.run_id, str(err))
@@ -122,6 +129,30 @@ def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings
         finish_job(engine, dependent, JobState.FAILED, error=f"its profile job {job_id} failed")
 
 
+def run_env_request(task: Task, request_id: str) -> str:
+    """Run one environment reset or step; transient LLM failures hand it back to the queue."""
+    settings = get_settings()
+    engine = get_engine(_database_url(settings))
+    set_state(engine, [request_id], JobState.RUNNING)
+    try:
+        return execute_env_request(engine, request_id, lambda config: model_for(config, settings))
+    except TransientLLMError as err:
+        if task.request.retries >= settings.job_max_retries:
+            fail_request(engine, request_id, err)
+            return JobState.FAILED
+        # The environment is waiting on this step: retry soon, but not in lockstep.
+        delay = min(30.0, (2**task.request.retries) * 0.5) * random.uniform(0.5, 1.5)
+        # Celery's own limit must not cut in before ours: past it, retry() raises and the
+        # job would be left queued with no message.
+        raise task.retry(
+            countdown=max(delay, err.retry_after or 0.0),
+            max_retries=settings.job_max_retries + 1,
+        ) from None
+    except LusiferError as err:
+        fail_request(engine, request_id, err)
+        return JobState.FAILED
+
+
 def register_tasks(app: Celery) -> None:
     """Register the job tasks on an app under their shared names."""
 
@@ -132,3 +163,7 @@ def register_tasks(app: Celery) -> None:
     @app.task(name=RATING_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
     def rate(self: Task, job_id: str) -> str:
         return run_job(self, job_id)
+
+    @app.task(name=ENV_STEP_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
+    def env_step(self: Task, request_id: str) -> str:
+        return run_env_request(self, request_id)

@@ -203,3 +203,46 @@ def test_a_run_against_a_faulty_llm_completes_with_full_coverage(
         ).all()
     assert rows and all(r in {1, 2, 3, 4, 5} for r in rows)
     assert "100.0" in result.stdout  # coverage
+
+
+def test_jobs_that_keep_failing_end_as_failed_and_the_run_ends(
+    database_url: str, data_dir: Path, tmp_path: Path
+) -> None:
+    queue = f"exhaust-{secrets.token_hex(4)}"
+    # One in-call attempt and two job retries: each job gives up after three 500s.
+    env = service_env(
+        database_url, queue, None, LUSIFER_LLM_ATTEMPTS="1", LUSIFER_JOB_MAX_RETRIES="2"
+    )
+    run_id = f"exhaust-{secrets.token_hex(3)}"
+    with (
+        stub_server("--fault-rate", "1.0", "--faults", "500") as stub,
+        celery_workers(env, tmp_path, count=1, threads=2),
+    ):
+        result = run_cli(
+            [
+                "run",
+                "--base-url",
+                stub.base_url,
+                "--model",
+                "stub-model",
+                "--folds",
+                "u1",
+                "--users",
+                "17",
+                "--data-dir",
+                str(data_dir),
+                "--run-id",
+                run_id,
+            ],
+            env,
+            tmp_path,
+            timeout=120,
+        )
+        attempts = stub.chat_count()
+    assert result.returncode == 0, result.stderr + result.stdout
+    states = _states(database_url, run_id)
+    assert set(states) == {JobState.FAILED}
+    assert attempts == 3  # the profile job: first try and two retries; ratings never ran
+    with Session(get_engine(database_url)) as session:
+        errors = session.exec(select(Job.error).where(Job.run_id == run_id)).all()
+    assert any("gave up after retries" in (e or "") for e in errors)
