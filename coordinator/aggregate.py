@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 
@@ -10,8 +11,11 @@ from sqlalchemy import Engine, case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from lusifer.calls import call_cost
+from lusifer.config import LLMConfig, parse_run_config
+from lusifer.errors import DataError
 from lusifer.metrics import RatingMetrics, mean_std, summarize
-from lusifer.tables import CallUse, Job, JobState, LLMCall, SimulatedRating
+from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, SimulatedRating
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,14 @@ def stored_ratings(engine: Engine, run_id: str, fold: str) -> tuple[np.ndarray, 
     return true, pred
 
 
+def _llm_config(engine: Engine, run_id: str) -> LLMConfig:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise DataError(f"run {run_id!r} is not in the database; check the run id")
+        return parse_run_config(json.loads(run.config_json)).llm
+
+
 def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
     """Metrics and accounting of one fold of a run."""
     true, pred = stored_ratings(engine, run_id, fold)
@@ -83,7 +95,9 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
                 func.coalesce(func.sum(case((col(Job.state) == JobState.FAILED, 1), else_=0)), 0),
             ).where(Job.run_id == run_id, Job.fold == fold)
         ).one()
-    calls, cached, retries, prompt_tokens, completion_tokens, cost = usage
+    calls, cached, retries, prompt_tokens, completion_tokens, _stored_cost = usage
+    # Priced at this run's prices: a call cached by another run keeps that run's price.
+    cost = call_cost(_llm_config(engine, run_id), int(prompt_tokens), int(completion_tokens))
     return FoldResult(
         fold=fold,
         metrics=summarize(true, pred),

@@ -3,9 +3,12 @@ processes and the stub LLM server over HTTP, driven by the `lusifer` command in 
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import secrets
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,26 +49,40 @@ class BrokerTap:
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self._client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB)
-        self._monitor = self._client.monitor()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, daemon=True)
 
     def _listen(self) -> None:
-        with self._monitor as monitor:
-            for command in monitor.listen():
-                self.lines.append(str(command.get("command", "")))
-                if self._stop.is_set():
-                    return
+        while not self._stop.is_set():
+            client = redis.Redis(host="127.0.0.1", port=6379, db=REDIS_DB, socket_timeout=2)
+            try:
+                with client.monitor() as monitor:
+                    while not self._stop.is_set():
+                        command = monitor.next_command()
+                        self.lines.append(str(command.get("command", "")))
+            except redis.TimeoutError:
+                continue  # a quiet second: listen again
 
     def __enter__(self) -> BrokerTap:
         self._thread.start()
+        time.sleep(0.5)  # MONITOR is active before the run starts
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
-        self._client.ping()  # wakes the monitor so the thread sees the stop
         self._thread.join(5)
+
+    def job_arguments(self, queue: str) -> list[list[object]]:
+        """The arguments of every task message pushed onto ``queue``."""
+        found = []
+        for line in self.lines:
+            if not line.startswith(f"LPUSH {queue} "):
+                continue
+            message = json.loads(line.split(" ", 2)[2])
+            args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            assert kwargs == {}
+            found.append(args)
+        return found
 
 
 def _hand_metrics(true: np.ndarray, pred: np.ndarray) -> dict[str, float]:
@@ -164,7 +181,9 @@ def test_two_fold_run_completes_with_correct_metrics_and_no_leaks(
 
         # Messages carry ids only: no key, no prompt text, only job ids.
         broker_text = "\n".join(tap.lines)
-        assert f"{run_id}/u1/1/profile" in broker_text
+        sent = tap.job_arguments(queue)
+        assert len(sent) == len(jobs)
+        assert sorted(args[0] for args in sent) == sorted(job.id for job in jobs)  # type: ignore[type-var]
         assert API_KEY not in broker_text
         assert "Toy Story" not in broker_text
         # The key appears in no log line and no database row.
@@ -175,12 +194,30 @@ def test_two_fold_run_completes_with_correct_metrics_and_no_leaks(
                 assert API_KEY not in repr(dump), table
 
         # A rerun of the identical configuration makes zero new calls.
-        rerun = run_cli([*args[:-4], "--run-id", run_id + "-again", *args[-4:]], env, tmp_path)
+        # Prices are not part of a call's identity: a rerun at another price is free, and its
+        # cost estimate uses its own prices.
+        rerun_args = [
+            *args[:-6],
+            "--run-id",
+            run_id + "-again",
+            "--price-prompt",
+            "1.0",
+            "--price-completion",
+            "1.5",
+        ]
+        rerun = run_cli(rerun_args, env, tmp_path)
         assert rerun.returncode == 0, rerun.stderr
         assert stub.chat_count() == chat_calls
         again = aggregate_fold(engine, run_id + "-again", "u1")
+        first = aggregate_fold(engine, run_id, "u1")
         assert again.cache_hits == again.calls > 0
-        assert again.metrics == aggregate_fold(engine, run_id, "u1").metrics
+        assert again.metrics == first.metrics
+        assert first.cost_usd == pytest.approx(
+            (first.prompt_tokens * 0.5 + first.completion_tokens * 1.5) / 1e6
+        )
+        assert again.cost_usd == pytest.approx(
+            (again.prompt_tokens * 1.0 + again.completion_tokens * 1.5) / 1e6
+        )
 
         # status and report read the same numbers back from the database.
         status = run_cli(["status", run_id], env, tmp_path)
