@@ -34,6 +34,7 @@ app = typer.Typer(
 console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
+THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
 COLUMNS_HELP = (
     "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
     "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
@@ -137,7 +138,7 @@ def run(
     price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
-    threads: Annotated[int, typer.Option(help="Local mode: threads per worker")] = 4,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Run phase 1 (profiles) and phase 2 (ratings) and print the metrics per fold."""
     name = run_id or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -200,7 +201,7 @@ def run(
 def resume(
     run_id: str,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
-    threads: Annotated[int, typer.Option(help="Local mode: threads per worker")] = 4,
+    threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
     _guard(

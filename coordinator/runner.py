@@ -75,7 +75,7 @@ def start_run(
     console: Console,
     *,
     workers: int,
-    threads: int,
+    threads: int | None,
 ) -> None:
     """Plan, enqueue and follow a new run, then print its report."""
     dataset = load_dataset(config)
@@ -135,7 +135,7 @@ def stored_config(settings: Settings, run_id: str) -> RunConfig:
 
 
 def resume_run(
-    run_id: str, settings: Settings, console: Console, *, workers: int, threads: int
+    run_id: str, settings: Settings, console: Console, *, workers: int, threads: int | None
 ) -> None:
     """Finish an interrupted run; calls that already succeeded come from the cache."""
     config = stored_config(settings, run_id)

@@ -65,7 +65,7 @@ def preflight_llm(base_url: str, model: str, settings: Settings) -> None:
 
 @contextmanager
 def run_services(
-    settings: Settings, config: RunConfig, *, workers: int, threads: int
+    settings: Settings, config: RunConfig, *, workers: int, threads: int | None
 ) -> Iterator[Services]:
     """Cluster mode when a broker is configured, otherwise local mode with its own services."""
     uses_local_model = config.llm.base_url == LOCAL_BASE_URL
@@ -102,6 +102,11 @@ def run_services(
         }
         if env.llm_base_url:
             worker_env["LUSIFER_LOCAL_LLM_URL"] = env.llm_base_url
+        if threads is None:
+            # llama.cpp's server answers one request at a time and reuses the evaluated prefix
+            # of the previous prompt: one thread keeps a user's chunks in a row (its profile
+            # evaluated once) where more threads would only interleave users.
+            threads = 1 if uses_local_model else 8
         pool = stack.enter_context(
             local_workers(work_dir, worker_env, workers, threads, settings.queue)
         )
