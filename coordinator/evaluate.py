@@ -1,0 +1,260 @@
+"""Evaluations a reviewer trusts: a run, a CSV of simulated ratings, or the baselines alone.
+
+Each flow finds the ratings to score, looks up every baseline's predictions for exactly
+those ratings (``baseline_cache``), and hands them to the kernel's ``evaluate_fold``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from rich.console import Console
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from coordinator.aggregate import FoldResult, aggregate_run
+from coordinator.baseline_cache import cached_predictions
+from coordinator.runner import load_dataset, resolve_dataset_config, stored_config
+from coordinator.services import database_url_of
+from lusifer.baselines import BASELINES
+from lusifer.dataset import Dataset, Fold, load_movielens_100k
+from lusifer.db import get_engine
+from lusifer.errors import DataError
+from lusifer.evaluation import SIMULATOR, FoldEvaluation, evaluate_fold
+from lusifer.settings import Settings
+from lusifer.simulated_csv import read_simulated_csv
+from lusifer.slices import DEFAULT_COLD_K
+from lusifer.tables import Run, SimulatedRating
+
+Floats = NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Which baselines, the cold-start threshold and the bootstrap's size and seed."""
+
+    methods: tuple[str, ...] = tuple(BASELINES)
+    cold_k: int = DEFAULT_COLD_K
+    n_resamples: int = 1000
+    seed: int = 0
+
+
+@dataclass
+class Report:
+    """What the tables, the JSON file and the HTML page show."""
+
+    title: str
+    source: str  # run | csv | baselines
+    folds: list[FoldEvaluation]
+    options: EvalOptions
+    meta: dict[str, str] = field(default_factory=dict)
+    usage: list[FoldResult] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _positions(fold: Fold, users: NDArray[np.int64], items: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Index into ``fold.test`` of each pair; -1 where the pair is not a test rating."""
+    index = {(r.user_id, r.item_id): k for k, r in enumerate(fold.test)}
+    return np.array(
+        [index.get((u, i), -1) for u, i in zip(users.tolist(), items.tolist(), strict=True)],
+        dtype=np.int64,
+    )
+
+
+def _score(
+    fold: Fold,
+    positions: NDArray[np.int64],
+    sim: Floats | None,
+    options: EvalOptions,
+    cache_dir: Path | None,
+    progress: Console | None,
+) -> FoldEvaluation:
+    users = np.array([fold.test[k].user_id for k in positions], dtype=np.int64)
+    true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
+    predictions: dict[str, Floats] = {} if sim is None else {SIMULATOR: sim}
+    full = cached_predictions(
+        fold, options.methods, seed=options.seed, cache_dir=cache_dir, progress=progress
+    )
+    predictions.update({m: p[positions] for m, p in full.items()})
+    return evaluate_fold(
+        fold,
+        users,
+        true,
+        predictions,
+        cold_k=options.cold_k,
+        n_resamples=options.n_resamples,
+        seed=options.seed,
+    )
+
+
+def _cache_dir(settings: Settings) -> Path:
+    return Path(settings.cache_dir) / "baselines"
+
+
+def run_ratings(
+    engine: Engine, run_id: str, fold: str
+) -> tuple[NDArray[np.int64], NDArray[np.int64], Floats, Floats]:
+    """Users, items, true and simulated ratings a run answered in a fold, by user and item."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(
+                SimulatedRating.user_id,
+                SimulatedRating.item_id,
+                SimulatedRating.true_rating,
+                SimulatedRating.rating,
+            )
+            .where(
+                SimulatedRating.run_id == run_id,
+                SimulatedRating.fold == fold,
+                col(SimulatedRating.rating).is_not(None),
+            )
+            .order_by(col(SimulatedRating.user_id), col(SimulatedRating.item_id))
+        ).all()
+    table = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    return (
+        table[:, 0].astype(np.int64),
+        table[:, 1].astype(np.int64),
+        table[:, 2],
+        table[:, 3],
+    )
+
+
+def _run_meta(run: Run, config: dict[str, Any]) -> dict[str, str]:
+    llm = config.get("llm", {})
+    users = config.get("users")
+    return {
+        "run": run.id,
+        "status": run.status,
+        "created": f"{run.created_at:%Y-%m-%d %H:%M} UTC",
+        "model": str(llm.get("model")),
+        "endpoint": str(llm.get("base_url")),
+        "temperature": str(llm.get("temperature")),
+        "prompt set": f"{run.prompt_set} v{run.prompt_version}",
+        "prompt-set hash": run.prompt_hash,
+        "dataset fingerprint": run.dataset_fingerprint[:16],
+        "folds": ", ".join(config.get("folds", [])),
+        "users": ", ".join(map(str, users))
+        if users
+        else (f"first {config['max_users']}" if config.get("max_users") else "all"),
+    }
+
+
+def evaluate_run(
+    run_id: str, settings: Settings, options: EvalOptions, progress: Console | None = None
+) -> Report:
+    """Score a stored run and every baseline on the ratings the run answered."""
+    config = stored_config(settings, run_id)
+    engine = get_engine(database_url_of(settings))
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+    assert run is not None  # stored_config checked it
+    dataset = load_dataset(config)
+    usage = aggregate_run(engine, run_id, config.folds)
+    folds, notes = [], []
+    for name in config.folds:
+        users, items, stored_true, sim = run_ratings(engine, run_id, name)
+        fold = dataset.folds[name]
+        positions = _positions(fold, users, items)
+        true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
+        if np.any(positions < 0) or not np.array_equal(true, stored_true):
+            raise DataError(
+                f"run {run_id!r} fold {name}: stored test ratings differ from the dataset's; "
+                "point the run at the data it was made with"
+            )
+        if positions.size == 0:
+            notes.append(f"{name}: no simulated rating yet; the fold is left out")
+            continue
+        folds.append(_score(fold, positions, sim, options, _cache_dir(settings), progress))
+    config_dict = json.loads(run.config_json)
+    return Report(
+        title=f"Lusifer run {run_id}",
+        source="run",
+        folds=folds,
+        options=options,
+        meta=_run_meta(run, config_dict),
+        usage=[u for u in usage if any(f.fold == u.fold for f in folds)],
+        config=config_dict,
+        notes=notes,
+    )
+
+
+def load_folds(data_dir: Path | None, folds: tuple[str, ...], settings: Settings) -> Dataset:
+    """MovieLens 100K folds from --data-dir, LUSIFER_DATA_DIR, or the download cache."""
+    spec = resolve_dataset_config(data_dir, None, settings)
+    assert spec.data_dir is not None
+    return load_movielens_100k(spec.data_dir, None, folds=folds)
+
+
+def evaluate_csv(
+    csv_path: Path,
+    dataset: Dataset,
+    folds: tuple[str, ...],
+    options: EvalOptions,
+    settings: Settings,
+    progress: Console | None = None,
+) -> Report:
+    """Score simulated ratings from a CSV against the real test ratings of ``folds``."""
+    sims = read_simulated_csv(csv_path)
+    matched = np.zeros(sims.users.size, dtype=bool)
+    row_folds = np.array(sims.folds, dtype=object)
+    evaluations, notes = [], []
+    for name in folds:
+        fold = dataset.folds[name]
+        positions = _positions(fold, sims.users, sims.items)
+        mask = (positions >= 0) & ((row_folds == "") | (row_folds == name))
+        if not mask.any():
+            notes.append(f"{name}: no row of {csv_path.name} is a test rating of this fold")
+            continue
+        matched |= mask
+        evaluations.append(
+            _score(
+                fold, positions[mask], sims.ratings[mask], options, _cache_dir(settings), progress
+            )
+        )
+    if not evaluations:
+        raise DataError(
+            f"no row of {csv_path.name} is a test rating of {', '.join(folds)}: "
+            "check the user and item ids and --folds"
+        )
+    if (~matched).sum():
+        notes.append(
+            f"{int((~matched).sum())} rows are not test ratings of {', '.join(folds)}: ignored"
+        )
+    if sims.unanswered:
+        notes.append(f"{sims.unanswered} rows have no numeric rating: left out")
+    return Report(
+        title=f"Simulated ratings from {csv_path.name}",
+        source="csv",
+        folds=evaluations,
+        options=options,
+        meta={"file": str(csv_path), "rows scored": str(int(matched.sum()))},
+        notes=notes,
+    )
+
+
+def evaluate_baselines(
+    dataset: Dataset,
+    folds: tuple[str, ...],
+    options: EvalOptions,
+    settings: Settings,
+    progress: Console | None = None,
+) -> Report:
+    """Every baseline on the whole test set of each fold."""
+    evaluations = []
+    for name in folds:
+        fold = dataset.folds[name]
+        positions = np.arange(len(fold.test), dtype=np.int64)
+        evaluations.append(_score(fold, positions, None, options, _cache_dir(settings), progress))
+    return Report(
+        title="Collaborative-filtering baselines",
+        source="baselines",
+        folds=evaluations,
+        options=options,
+        meta={"dataset": dataset.name, "folds": ", ".join(folds)},
+    )

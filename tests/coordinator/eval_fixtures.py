@@ -1,0 +1,67 @@
+"""A stored run over real MovieLens u1 test ratings, without any LLM: for evaluation tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session
+
+from lusifer.config import parse_run_config
+from lusifer.dataset import load_movielens_100k
+from lusifer.db import create_tables, get_engine
+from lusifer.settings import Settings
+from lusifer.tables import Run, SimulatedRating
+
+RUN_ID = "eval-test-run"
+USERS = (1, 2, 3, 13)  # user 13 has many ratings; 1..3 fewer: several history buckets
+
+
+def simulated(user: int, item: int, true: int) -> int | None:
+    """A made-up, deterministic simulator: kind to some users, missing some answers."""
+    if (user + item) % 11 == 0:
+        return None  # unanswered, like a failed job
+    return min(5, true + 1) if (user + item) % 3 == 0 else true
+
+
+def store_run(data_dir: Path, tmp_path: Path, run_id: str = RUN_ID) -> Settings:
+    """Store a run with simulated ratings for USERS of u1 in a fresh SQLite database."""
+    url = f"sqlite:///{tmp_path / 'eval.db'}"
+    engine = get_engine(url)
+    create_tables(engine)
+    config = parse_run_config(
+        {
+            "dataset": {"data_dir": data_dir / "ml-100k"},
+            "folds": ["u1"],
+            "users": list(USERS),
+            "llm": {"base_url": "local", "model": "fake-model"},
+        }
+    )
+    fold = load_movielens_100k(data_dir / "ml-100k", None, folds=("u1",)).folds["u1"]
+    with Session(engine) as session:
+        session.add(
+            Run(
+                id=run_id,
+                config_json=config.model_dump_json(),
+                prompt_set="lusifer",
+                prompt_version="1",
+                prompt_hash="0123456789abcdef",
+                prompts_json="{}",
+                dataset_fingerprint="f" * 64,
+                status="done",
+            )
+        )
+        for r in fold.test:
+            if r.user_id in USERS:
+                session.add(
+                    SimulatedRating(
+                        run_id=run_id,
+                        fold="u1",
+                        user_id=r.user_id,
+                        item_id=r.item_id,
+                        true_rating=r.rating,
+                        rating=simulated(r.user_id, r.item_id, r.rating),
+                        job_id=f"{run_id}/u1/{r.user_id}/rating",
+                    )
+                )
+        session.commit()
+    return Settings(database_url=url, cache_dir=tmp_path / "cache")

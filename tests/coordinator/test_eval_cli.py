@@ -1,0 +1,114 @@
+"""`lusifer report --json/--html`, `compare`, `score` and `baselines` from the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.coordinator.eval_fixtures import RUN_ID, store_run
+
+LUSIFER = str(Path(sys.executable).parent / "lusifer")
+
+
+def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LUSIFER_", "OPENAI_"))}
+    return subprocess.run(
+        [LUSIFER, *args],
+        cwd=cwd,
+        env={**base, "COLUMNS": "200", "LUSIFER_CACHE_DIR": str(cwd / "cache"), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_report_writes_json_and_html(data_dir: Path, tmp_path: Path) -> None:
+    settings = store_run(data_dir, tmp_path)
+    assert settings.database_url is not None
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    result = _run(
+        [
+            "report",
+            RUN_ID,
+            "--baselines",
+            "global_mean",
+            "--json",
+            str(out_json),
+            "--html",
+            str(out_html),
+        ],
+        tmp_path,
+        LUSIFER_DATABASE_URL=settings.database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "LLM usage" in result.stdout  # the plain report is still printed first
+    assert "RMSE per fold" in result.stdout and "Global mean (rounded)" in result.stdout
+    data = json.loads(out_json.read_text())
+    assert data["source"] == "run" and data["meta"]["run"] == RUN_ID
+    assert out_html.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_plain_report_is_unchanged(data_dir: Path, tmp_path: Path) -> None:
+    settings = store_run(data_dir, tmp_path)
+    assert settings.database_url is not None
+    result = _run(["report", RUN_ID], tmp_path, LUSIFER_DATABASE_URL=settings.database_url)
+    assert result.returncode == 0, result.stderr
+    assert "LLM usage" in result.stdout and "RMSE per fold" not in result.stdout
+
+
+def test_compare_prints_both_runs(data_dir: Path, tmp_path: Path) -> None:
+    settings = store_run(data_dir, tmp_path)
+    store_run(data_dir, tmp_path, run_id="other-run")
+    assert settings.database_url is not None
+    out_html = tmp_path / "c.html"
+    result = _run(
+        ["compare", RUN_ID, "other-run", "--html", str(out_html), "--resamples", "50"],
+        tmp_path,
+        LUSIFER_DATABASE_URL=settings.database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "On the ratings both runs answered" in result.stdout
+    assert "other-run" in out_html.read_text()
+
+
+def test_score_and_baselines(data_dir: Path, tmp_path: Path) -> None:
+    csv_path = tmp_path / "sim.csv"
+    csv_path.write_text("user_id,item_id,simulated_rating\n1,6,4\n1,10,3\n1,12,5\n2,13,2\n")
+    result = _run(
+        ["score", str(csv_path), "--folds", "u1", "--baselines", "global_mean",
+         "--data-dir", str(data_dir)],
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Simulator" in result.stdout and "u1 (n=4)" in result.stdout
+    out_json = tmp_path / "b.json"
+    result = _run(
+        ["baselines", "--folds", "u1", "--methods", "global_mean,baseline_only",
+         "--data-dir", str(data_dir), "--json", str(out_json)],
+        tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "BaselineOnly (rounded)" in result.stdout and "u1 (n=20000)" in result.stdout
+    keys = json.loads(out_json.read_text())["across_folds"]
+    assert set(keys) == {
+        "global_mean/continuous",
+        "global_mean/rounded",
+        "baseline_only/continuous",
+        "baseline_only/rounded",
+    }
+
+
+def test_bad_input_fails_with_one_line(data_dir: Path, tmp_path: Path) -> None:
+    for args, phrase in (
+        (["baselines", "--methods", "slope", "--data-dir", str(data_dir)], "unknown baseline"),
+        (["score", str(tmp_path / "none.csv"), "--data-dir", str(data_dir)], "cannot read"),
+        (["report", "no-such-run", "--html", "x.html"], "holds no Lusifer runs"),
+    ):
+        result = _run(args, tmp_path, LUSIFER_DATABASE_URL=f"sqlite:///{tmp_path / 'e.db'}")
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and phrase in lines[0], result.stderr
