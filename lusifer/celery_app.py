@@ -16,6 +16,8 @@ from lusifer.tables import Job, JobKind
 PROFILE_TASK = "lusifer.profile"
 RATING_TASK = "lusifer.rate"
 TASK_BY_KIND = {JobKind.PROFILE: PROFILE_TASK, JobKind.RATING: RATING_TASK}
+# A reset or step of a simulated-user environment episode (``lusifer.env``).
+ENV_STEP_TASK = "lusifer.env_step"
 
 
 def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
@@ -50,3 +52,10 @@ def send_jobs(app: Celery, jobs: Sequence[Job], queue: str) -> None:
     with app.producer_or_acquire() as producer:
         for job in jobs:
             app.send_task(TASK_BY_KIND[job.kind], args=[job.id], queue=queue, producer=producer)
+
+
+def send_env_requests(app: Celery, request_ids: Sequence[str], queue: str) -> None:
+    """Send environment step request ids to the queue, by task name."""
+    with app.producer_or_acquire() as producer:
+        for rid in request_ids:
+            app.send_task(ENV_STEP_TASK, args=[rid], queue=queue, producer=producer)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import tomllib
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, StrictUndefined, TemplateError, UndefinedError
+from jinja2 import Environment, StrictUndefined, Template, TemplateError, UndefinedError
 
 from lusifer.errors import ConfigurationError
 
@@ -55,14 +56,19 @@ class PromptSet:
 
     def render(self, template: str, **context: Any) -> str:
         """Render one template; an undefined variable is a configuration error."""
-        env = _environment()
         try:
-            return env.from_string(self.sources[template]).render(**context).strip()
+            return _compiled(self.sources[template]).render(**context).strip()
         except UndefinedError as err:
             raise ConfigurationError(
                 f"prompt template {self.name}/{template}.j2 uses an undefined variable "
                 f"({err.message}); use only: {', '.join(sorted(_SAMPLE_CONTEXT))}"
             ) from None
+
+
+@lru_cache(maxsize=128)
+def _compiled(source: str) -> Template:
+    # Compiling costs more than rendering; a compiled template is safe to share between threads.
+    return _environment().from_string(source)
 
 
 def _environment() -> Environment:

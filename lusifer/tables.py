@@ -155,3 +155,65 @@ class CallUse(SQLModel, table=True):
     fold: str
     cached: bool = False
     retries: int = 0
+
+
+class EnvSpec(SQLModel, table=True):
+    """A simulated-user environment: its configuration and prompt set, content-addressed.
+
+    Workers read it to step episodes, so it holds everything they need and no secret.
+    """
+
+    id: str = Field(primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    config_json: str = Field(sa_column=Column(Text, nullable=False))
+    prompts_json: str = Field(sa_column=Column(Text, nullable=False))
+    dataset_fingerprint: str
+
+
+class EnvEpisode(SQLModel, table=True):
+    """One episode of the environment: a user and the tail of their training history."""
+
+    id: str = Field(primary_key=True)
+    spec_id: str = Field(index=True)
+    user_id: int
+    history_json: str = Field(sa_column=Column(Text, nullable=False))  # [[item, rating], ...]
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class EnvStepRequest(SQLModel, table=True):
+    """A reset (step 0) or step of an episode: the request a worker runs, then its result.
+
+    Its id is ``episode/step``; the queue carries that id and nothing else.
+    """
+
+    __table_args__ = (UniqueConstraint("episode_id", "step"),)
+
+    id: str = Field(primary_key=True)
+    episode_id: str = Field(index=True)
+    step: int
+    kind: str  # reset | step
+    slate_json: str = "[]"  # item ids to rate, in slate order
+    state: str = JobState.PENDING
+    ratings_json: str | None = Field(default=None, sa_column=Column(Text))  # {"item": rating}
+    missing_json: str | None = None
+    reasks: int = 0
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    error_kind: str | None = None  # transient | permanent | output | data
+    raw_output: str | None = Field(default=None, sa_column=Column(Text))
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EnvProfileUpdate(SQLModel, table=True):
+    """The profile of an episode after a step (step 0: the initial profile), and why it changed."""
+
+    __table_args__ = (UniqueConstraint("episode_id", "step"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    episode_id: str = Field(index=True)
+    step: int
+    source: str  # run | built | update | kept
+    item_ids_json: str = "[]"
+    profile: str = Field(sa_column=Column(Text, nullable=False))
+    explanation: str = Field(sa_column=Column(Text, nullable=False))
+    call_key: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
