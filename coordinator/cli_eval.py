@@ -1,0 +1,182 @@
+"""The evaluation commands: `report`, `compare`, `score` and `baselines`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from coordinator.cli_common import (
+    DATA_DIR_HELP,
+    app,
+    console,
+    err_console,
+    guard,
+    settings_or_fail,
+)
+from coordinator.runner import report_run
+from lusifer.errors import ConfigurationError, DataError
+
+if TYPE_CHECKING:
+    # The evaluation pulls in scipy, matplotlib and scikit-surprise: imported by the commands
+    # that need them, so `lusifer run`, `worker` and `status` start as fast as before.
+    from coordinator.evaluate import EvalOptions, Report
+
+BASELINES_HELP = (
+    "Baselines: all (default), fast (no KNN, no SVD++), none, or a list of "
+    "global_mean,baseline_only,knn_baseline,svd,svdpp,nmf,als"
+)
+ALL_FOLDS = "u1,u2,u3,u4,u5"
+JsonOption = Annotated[
+    Path | None, typer.Option("--json", help="Write every number to this JSON file")
+]
+HtmlOption = Annotated[
+    Path | None, typer.Option("--html", help="Write one self-contained HTML page with plots")
+]
+ColdKOption = Annotated[int, typer.Option(help="Cold start: users with fewer training ratings")]
+ResamplesOption = Annotated[int, typer.Option(help="Bootstrap resamples (of users)")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the baselines and the bootstrap")]
+
+
+def _eval_options(methods: str | None, cold_k: int, resamples: int, seed: int) -> EvalOptions:
+    from coordinator.evaluate import EvalOptions
+    from lusifer.baselines import parse_methods
+
+    if cold_k < 1 or resamples < 1:
+        raise ConfigurationError("--cold-k and --resamples must be at least 1")
+    return EvalOptions(parse_methods(methods), cold_k=cold_k, n_resamples=resamples, seed=seed)
+
+
+def _fold_names(text: str) -> tuple[str, ...]:
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    if not names:
+        raise ConfigurationError("--folds names no fold: e.g. --folds u1,u2")
+    return names
+
+
+def _emit(result: Report, json_file: Path | None, html: Path | None) -> None:
+    """Print the evaluation tables and write the requested files."""
+    from coordinator.eval_tables import print_evaluation
+    from coordinator.html_report import write_html
+    from coordinator.report_json import write_json
+
+    print_evaluation(console, result)
+    if json_file is not None:
+        write_json(result, json_file)
+        console.print(f"wrote {json_file}", highlight=False)
+    if html is not None:
+        write_html(result, html)
+        console.print(f"wrote {html}", highlight=False)
+
+
+@app.command()
+def report(
+    run_id: str,
+    json_file: JsonOption = None,
+    html: HtmlOption = None,
+    baselines: Annotated[str | None, typer.Option(help=BASELINES_HELP)] = None,
+    cold_k: ColdKOption = 20,
+    resamples: ResamplesOption = 1000,
+    seed: SeedOption = 0,
+) -> None:
+    """Print the metrics tables of a run again from the database.
+
+    With --json, --html or --baselines: also every baseline on the same ratings, the
+    cold-start slice, fidelity and the bootstrap interval.
+    """
+
+    def action() -> None:
+        settings = settings_or_fail()
+        report_run(run_id, settings, console)
+        if json_file is not None or html is not None or baselines is not None:
+            from coordinator.evaluate import evaluate_run
+
+            options = _eval_options(baselines, cold_k, resamples, seed)
+            _emit(evaluate_run(run_id, settings, options, err_console), json_file, html)
+
+    guard(action)
+
+
+@app.command()
+def compare(
+    run_a: str,
+    run_b: str,
+    json_file: JsonOption = None,
+    html: HtmlOption = None,
+    resamples: ResamplesOption = 1000,
+    seed: SeedOption = 0,
+) -> None:
+    """Two runs side by side, and their paired difference on the ratings both answered."""
+
+    def action() -> None:
+        from coordinator.compare import compare_runs, print_comparison, write_comparison
+
+        options = _eval_options("none", 20, resamples, seed)
+        result = compare_runs(run_a, run_b, settings_or_fail(), options, err_console)
+        print_comparison(console, result)
+        write_comparison(result, html, json_file)
+        for path in (json_file, html):
+            if path is not None:
+                console.print(f"wrote {path}", highlight=False)
+
+    guard(action)
+
+
+@app.command()
+def score(
+    csv_file: Annotated[
+        Path, typer.Argument(help="CSV: user_id,item_id,rating (or simulated_rating)[,fold]")
+    ],
+    folds: Annotated[
+        str, typer.Option(help="Folds whose test ratings the CSV answers")
+    ] = ALL_FOLDS,
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    json_file: JsonOption = None,
+    html: HtmlOption = None,
+    baselines: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
+    cold_k: ColdKOption = 20,
+    resamples: ResamplesOption = 1000,
+    seed: SeedOption = 0,
+) -> None:
+    """Score simulated ratings made elsewhere against the real test ratings, with baselines."""
+
+    def action() -> None:
+        from coordinator.evaluate import evaluate_csv, load_folds
+
+        if not csv_file.is_file():
+            raise DataError(f"cannot read {csv_file}: no such file; check the path")
+        settings = settings_or_fail()
+        names = _fold_names(folds)
+        options = _eval_options(baselines, cold_k, resamples, seed)
+        dataset = load_folds(data_dir, names, settings)
+        result = evaluate_csv(csv_file, dataset, names, options, settings, err_console)
+        _emit(result, json_file, html)
+
+    guard(action)
+
+
+@app.command("baselines")
+def baselines_command(
+    folds: Annotated[str, typer.Option(help="Comma-separated folds")] = ALL_FOLDS,
+    methods: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
+    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    json_file: JsonOption = None,
+    html: HtmlOption = None,
+    cold_k: ColdKOption = 20,
+    seed: SeedOption = 0,
+) -> None:
+    """Every baseline on the whole test set of each fold, continuous and rounded to 1..5."""
+
+    def action() -> None:
+        from coordinator.evaluate import evaluate_baselines, load_folds
+
+        settings = settings_or_fail()
+        names = _fold_names(folds)
+        options = _eval_options(methods, cold_k, 1, seed)
+        if not options.methods:
+            raise ConfigurationError("--methods none leaves nothing to compute")
+        dataset = load_folds(data_dir, names, settings)
+        _emit(evaluate_baselines(dataset, names, options, settings, err_console), json_file, html)
+
+    guard(action)
