@@ -14,20 +14,18 @@ from typing import Any
 from sqlalchemy import Engine
 
 from lusifer.config import RunConfig
-from lusifer.dataset import Dataset, Fold, Rating, user_info
+from lusifer.dataset import Dataset, Fold, Rating
 from lusifer.db import session_scope, upsert
 from lusifer.errors import DataError
 from lusifer.jobs import ProfileInputs, RatingInputs, profile_job_id, rating_job_id
 from lusifer.prompts import PromptSet
-from lusifer.runs import prompt_set_to_json
+from lusifer.runs import prompt_set_to_json, store_dataset_texts
 from lusifer.tables import (
-    ItemText,
     Job,
     JobKind,
     JobState,
     Run,
     SimulatedRating,
-    UserText,
 )
 
 
@@ -186,34 +184,9 @@ def _job(
 
 def store_plan(engine: Engine, plan: Plan, dataset: Dataset) -> None:
     """Write the run, the texts its jobs need, its jobs and its expected ratings at once."""
-    fingerprint = dataset.fingerprint
     with session_scope(engine) as session:
         upsert(session, Run, [plan.run], keys=["id"])
-        upsert(
-            session,
-            ItemText,
-            [
-                {
-                    "dataset_fingerprint": fingerprint,
-                    "item_id": i.item_id,
-                    "title": i.title,
-                    "year": i.year,
-                    "genres": "|".join(i.genres),
-                    "overview": i.overview,
-                }
-                for i in dataset.items.values()
-            ],
-            keys=["dataset_fingerprint", "item_id"],
-        )
-        upsert(
-            session,
-            UserText,
-            [
-                {"dataset_fingerprint": fingerprint, "user_id": u.user_id, "info": user_info(u)}
-                for u in dataset.users.values()
-            ],
-            keys=["dataset_fingerprint", "user_id"],
-        )
+        store_dataset_texts(session, dataset)
         upsert(session, Job, plan.jobs, keys=["id"])
         upsert(
             session, SimulatedRating, plan.expected, keys=["run_id", "fold", "user_id", "item_id"]

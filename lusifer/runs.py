@@ -10,7 +10,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from lusifer.config import RunConfig, parse_run_config
-from lusifer.dataset import Item, item_info
+from lusifer.dataset import Dataset, Item, item_info, user_info
+from lusifer.db import upsert
 from lusifer.errors import DataError
 from lusifer.prompts import PromptSet
 from lusifer.tables import ItemText, Run, UserText
@@ -55,6 +56,36 @@ def prompt_set_from_json(text: str) -> PromptSet:
         directory=Path(data["directory"]),
         sources=dict(data["sources"]),
         content_hash=data["content_hash"],
+    )
+
+
+def store_dataset_texts(session: Session, dataset: Dataset) -> None:
+    """Store what jobs need to know of a dataset's items and users, once per fingerprint."""
+    fingerprint = dataset.fingerprint
+    upsert(
+        session,
+        ItemText,
+        [
+            {
+                "dataset_fingerprint": fingerprint,
+                "item_id": i.item_id,
+                "title": i.title,
+                "year": i.year,
+                "genres": "|".join(i.genres),
+                "overview": i.overview,
+            }
+            for i in dataset.items.values()
+        ],
+        keys=["dataset_fingerprint", "item_id"],
+    )
+    upsert(
+        session,
+        UserText,
+        [
+            {"dataset_fingerprint": fingerprint, "user_id": u.user_id, "info": user_info(u)}
+            for u in dataset.users.values()
+        ],
+        keys=["dataset_fingerprint", "user_id"],
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from lusifer.dataset import Dataset, user_info
+from lusifer.dataset import Dataset
 from lusifer.db import session_scope, upsert
 from lusifer.env.config import EnvConfig
 from lusifer.errors import (
@@ -28,15 +28,13 @@ from lusifer.errors import (
     TransientLLMError,
 )
 from lusifer.prompts import PromptSet
-from lusifer.runs import prompt_set_to_json
+from lusifer.runs import prompt_set_to_json, store_dataset_texts
 from lusifer.tables import (
     EnvEpisode,
     EnvProfileUpdate,
     EnvSpec,
     EnvStepRequest,
-    ItemText,
     JobState,
-    UserText,
     utcnow,
 )
 
@@ -80,31 +78,7 @@ def register_spec(engine: Engine, config: EnvConfig, prompts: PromptSet, dataset
             ],
             keys=["id"],
         )
-        upsert(
-            session,
-            ItemText,
-            [
-                {
-                    "dataset_fingerprint": fingerprint,
-                    "item_id": i.item_id,
-                    "title": i.title,
-                    "year": i.year,
-                    "genres": "|".join(i.genres),
-                    "overview": i.overview,
-                }
-                for i in dataset.items.values()
-            ],
-            keys=["dataset_fingerprint", "item_id"],
-        )
-        upsert(
-            session,
-            UserText,
-            [
-                {"dataset_fingerprint": fingerprint, "user_id": u.user_id, "info": user_info(u)}
-                for u in dataset.users.values()
-            ],
-            keys=["dataset_fingerprint", "user_id"],
-        )
+        store_dataset_texts(session, dataset)
     return spec_id
 
 
