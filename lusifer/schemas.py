@@ -69,7 +69,9 @@ def extract_json_object(text: str) -> dict[str, Any] | None:
         candidates.append(cut + '"}')
     for candidate in candidates:
         try:
-            value = json.loads(candidate)
+            # strict=False: grammar-constrained servers (llama.cpp) let raw newlines into
+            # strings, which plain JSON forbids but which carry no ambiguity.
+            value = json.loads(candidate, strict=False)
         except ValueError:
             continue
         if isinstance(value, dict):

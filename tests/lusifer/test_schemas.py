@@ -186,3 +186,11 @@ def test_parse_profile_rejects_json_without_a_profile() -> None:
         parse_profile(text)
     assert info.value.raw_text == text
     assert "profile" in str(info.value)
+
+
+def test_raw_newlines_inside_strings_are_accepted() -> None:
+    # What SmolLM2 under a llama.cpp grammar really answered (shortened).
+    text = '{ "profile": "Likes dramas; Rating: 4 }\nLoves mysteries." ,"change" :"more drama" }'
+    answer = parse_profile(text)
+    assert answer.profile == "Likes dramas; Rating: 4 }\nLoves mysteries."
+    assert answer.change == "more drama"
