@@ -10,8 +10,9 @@ from typing import Any
 from celery import Celery, Task
 
 from lusifer.celery_app import ENV_STEP_TASK, PROFILE_TASK, RATING_TASK, send_jobs
-from lusifer.config import LOCAL_BASE_URL, LLMConfig
+from lusifer.config import LLMConfig
 from lusifer.db import get_engine
+from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
 from lusifer.errors import ConfigurationError, LusiferError, PermanentLLMError, TransientLLMError
@@ -44,17 +45,17 @@ def _model(
 
 def model_for(config: LLMConfig, settings: Settings) -> ChatModel:
     """The chat model of a run, built once per worker process."""
-    base_url = config.base_url
-    if base_url == LOCAL_BASE_URL:
-        if not settings.local_llm_url:
-            raise ConfigurationError(
-                "this run uses the local model server, which only local mode starts: "
-                "run `lusifer resume RUN` without LUSIFER_BROKER_URL"
-            )
-        base_url = settings.local_llm_url
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    base_url = resolve_base_url(
+        config,
+        settings,
+        "only local mode starts it; run `lusifer resume RUN` without LUSIFER_BROKER_URL",
+    )
     return _model(
-        base_url, config.timeout_s, key, settings.llm_attempts, settings.llm_backoff_max_s
+        base_url,
+        config.timeout_s,
+        api_key(settings),
+        settings.llm_attempts,
+        settings.llm_backoff_max_s,
     )
 
 

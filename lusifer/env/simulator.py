@@ -11,16 +11,17 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from lusifer.celery_app import make_celery
-from lusifer.config import LOCAL_BASE_URL, LLMConfig
+from lusifer.config import LLMConfig
 from lusifer.dataset import Dataset
 from lusifer.db import create_tables, get_engine
+from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.catalog import Catalog
 from lusifer.env.config import EnvConfig
 from lusifer.env.executors import CeleryExecutor, LocalExecutor, StepExecutor
 from lusifer.env.observation import HashingEncoder, ObservationBuilder, ProfileEncoder
 from lusifer.env.rewards import REWARDS, RewardFn
 from lusifer.env.store import NewRequest, RequestResult, add_requests, load_results, register_spec
-from lusifer.errors import ConfigurationError, DataError
+from lusifer.errors import DataError
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.prompts import load_prompt_set
 from lusifer.settings import Settings, get_settings
@@ -38,18 +39,12 @@ def default_database_url(settings: Settings) -> str:
 
 def default_model(config: LLMConfig, settings: Settings) -> ChatModel:
     """The OpenAI-compatible client of the configured endpoint, with the settings' key."""
-    base_url = config.base_url
-    if base_url == LOCAL_BASE_URL:
-        if not settings.local_llm_url:
-            raise ConfigurationError(
-                "the environment's model is 'local' but no local model server is running: "
-                "start one (see examples/bandit.py --local-model) or pass --base-url"
-            )
-        base_url = settings.local_llm_url
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    base_url = resolve_base_url(
+        config, settings, "start one (see examples/bandit.py --local-model) or pass --base-url"
+    )
     return OpenAICompatibleModel(
         base_url,
-        key,
+        api_key(settings),
         timeout_s=config.timeout_s,
         attempts=settings.llm_attempts,
         backoff_max_s=settings.llm_backoff_max_s,
