@@ -104,7 +104,7 @@ def test_a_wrong_column_mapping_is_one_clear_line(tmp_path: Path) -> None:
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr

@@ -70,7 +70,7 @@ def test_stopping_the_coordinator_stops_local_workers(
                 time.sleep(0.2)
             assert _workers_of(coordinator.pid)
             coordinator.send_signal(sig)
-            _out, err = coordinator.communicate(timeout=60)
+            _out, err = coordinator.communicate(timeout=180)
         finally:
             if coordinator.poll() is None:
                 coordinator.kill()

@@ -254,7 +254,7 @@ def test_permanent_llm_error_in_workers_stops_the_run_fast(
             ],
             coordinator_env,
             tmp_path,
-            timeout=60,
+            timeout=240,
         )
     assert result.returncode == 1
     assert "rejected the API key" in result.stderr
@@ -286,7 +286,7 @@ def test_bad_key_at_start_fails_before_anything_is_stored(
             ],
             env,
             tmp_path,
-            timeout=60,
+            timeout=240,
         )
         assert stub.chat_count() == 0
     assert result.returncode == 1
