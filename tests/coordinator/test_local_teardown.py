@@ -64,7 +64,7 @@ def test_stopping_the_coordinator_stops_local_workers(
         ]
         coordinator = _start(args, tmp_path, data_dir)
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + 180
             while stub.chat_request_count() < 3:
                 assert time.monotonic() < deadline and coordinator.poll() is None
                 time.sleep(0.2)
