@@ -168,13 +168,17 @@ def runs() -> None:
 
 @app.command("init-db")
 def init_db() -> None:
-    """Create the database tables (the one-shot step of a cluster)."""
+    """Create the database schema, or upgrade an older one (the one-shot step of a cluster)."""
 
     def action() -> None:
         engine = get_engine(database_url_of(settings_or_fail()))
         check_database(engine)
-        create_tables(engine)
-        console.print("tables ready")
+        outcome = create_tables(engine)
+        if outcome.adopted:
+            console.print("found tables made before schema migrations: adopted them at 0001")
+        if outcome.changed:
+            console.print(f"schema upgraded from {outcome.before or 'empty'} to {outcome.after}")
+        console.print(f"tables ready (schema revision {outcome.after})")
 
     guard(action)
 

@@ -27,7 +27,7 @@ from lusifer.celery_app import send_jobs
 from lusifer.db import session_scope
 from lusifer.errors import LusiferError
 from lusifer.jobstore import release_stale, take_for_queue
-from lusifer.tables import Job, JobKind, JobState, Run
+from lusifer.tables import Job, JobKind, JobState, Run, utcnow
 
 
 class RunStopped(LusiferError):
@@ -89,9 +89,12 @@ def reset_unfinished(engine: Engine, run_id: str, *, include_running: bool) -> i
 
 
 def set_run_status(engine: Engine, run_id: str, status: str) -> None:
-    """Record the status of a run."""
+    """Record the status of a run, and when it finished if it did."""
+    finished_at = utcnow() if status in ("done", "failed") else None
     with session_scope(engine) as session:
-        session.execute(update(Run).where(col(Run.id) == run_id).values(status=status))
+        session.execute(
+            update(Run).where(col(Run.id) == run_id).values(status=status, finished_at=finished_at)
+        )
 
 
 class _RateColumn(ProgressColumn):

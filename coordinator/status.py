@@ -48,12 +48,13 @@ def print_runs(engine: Engine, console: Console) -> None:
     with Session(engine) as session:
         runs = session.exec(select(Run).order_by(col(Run.created_at).desc())).all()
     table = Table(title="runs", title_justify="left")
-    for name in ("run", "created", "status", "prompt set", "prompt hash"):
+    for name in ("run", "created", "finished", "status", "prompt set", "prompt hash"):
         table.add_column(name)
     for run in runs:
         table.add_row(
             run.id,
             f"{run.created_at:%Y-%m-%d %H:%M}",
+            "" if run.finished_at is None else f"{run.finished_at:%Y-%m-%d %H:%M}",
             run.status,
             f"{run.prompt_set} v{run.prompt_version}",
             run.prompt_hash,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event, inspect, text
@@ -14,6 +15,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from lusifer.errors import ServiceError
+from lusifer.migrate import SchemaUpgrade, require_current_schema, upgrade_schema
 
 
 @lru_cache(maxsize=8)
@@ -51,10 +53,13 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
-def create_tables(engine: Engine) -> None:
-    """Create every table that does not exist yet; fail with one line if unreachable."""
+def create_tables(engine: Engine) -> SchemaUpgrade:
+    """Bring the schema to the newest migration (creating it in an empty database).
+
+    Fails with one line if the database is unreachable or the role may not change it.
+    """
     try:
-        SQLModel.metadata.create_all(engine)
+        return upgrade_schema(engine)
     except SQLAlchemyError as err:
         orig = getattr(err, "orig", None)
         reason = str(orig or err).strip().splitlines()[0]
@@ -65,7 +70,21 @@ def create_tables(engine: Engine) -> None:
 
 
 def check_database(engine: Engine) -> None:
-    """Fail with one line when the database cannot be reached."""
+    """Fail with one line when the database cannot be reached.
+
+    A SQLite file that does not exist yet is not created here (connecting would create it):
+    its directory must exist, so that a run that fails a later check leaves no file behind.
+    """
+    database = engine.url.database
+    if engine.url.get_backend_name() == "sqlite" and database and database != ":memory:":
+        path = Path(database)
+        if not path.exists():
+            if not path.parent.is_dir():
+                raise ServiceError(
+                    f"database {redact_url(str(engine.url))} cannot be created: {path.parent} "
+                    "is not a directory; create it or fix LUSIFER_DATABASE_URL"
+                )
+            return
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -119,8 +138,15 @@ def upsert(
 def require_tables(engine: Engine) -> None:
     """Fail with one line when the database is unreachable or holds no Lusifer tables."""
     check_database(engine)
-    if not inspect(engine).has_table("run"):
+    database = engine.url.database
+    missing_file = engine.url.get_backend_name() == "sqlite" and not (
+        database and (database == ":memory:" or Path(database).exists())
+    )
+    # Inspecting a SQLite file that is not there would create it: a read leaves no file behind.
+    if missing_file or not inspect(engine).has_table("run"):
         raise ServiceError(
             f"database {redact_url(str(engine.url))} holds no Lusifer runs; "
             "check LUSIFER_DATABASE_URL (or run `lusifer init-db` for a new database)"
         )
+    with engine.connect() as conn:
+        require_current_schema(conn, redact_url(str(engine.url)))

@@ -117,7 +117,9 @@ def fail_run(engine: Engine, run_id: str, message: str) -> None:
     """Stop a run for a permanent reason; the coordinator reports ``message``."""
     with session_scope(engine) as session:
         session.execute(
-            update(Run).where(col(Run.id) == run_id).values(status="failed", error=message)
+            update(Run)
+            .where(col(Run.id) == run_id)
+            .values(status="failed", error=message, finished_at=utcnow())
         )
 
 

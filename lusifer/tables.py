@@ -48,6 +48,7 @@ class Run(SQLModel, table=True):
     dataset_fingerprint: str
     status: str = "planned"  # planned | running | done | failed
     error: str | None = Field(default=None, sa_column=Column(Text))
+    finished_at: datetime | None = None  # set when the status becomes done or failed
 
 
 class ItemText(SQLModel, table=True):
