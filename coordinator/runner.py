@@ -12,7 +12,7 @@ from coordinator.aggregate import aggregate_run
 from coordinator.follow import follow, reset_unfinished, set_run_status
 from coordinator.planner import describe_plan, plan_run, store_plan
 from coordinator.report import print_report
-from coordinator.services import Services, database_url_of, preflight_llm, run_services
+from coordinator.services import Services, database_url_of, run_services
 from lusifer.config import DatasetConfig, RunConfig, parse_run_config
 from lusifer.dataset import (
     Dataset,
@@ -93,7 +93,6 @@ def start_run(
                     f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
                     "or choose another --run-id"
                 )
-        preflight_llm(services.llm_base_url, config.llm.model, settings)
         store_plan(services.engine, plan, dataset)
         set_run_status(services.engine, run_id, "running")
         _follow_and_report(services, run_id, config, settings, console)
@@ -140,7 +139,6 @@ def resume_run(
     """Finish an interrupted run; calls that already succeeded come from the cache."""
     config = stored_config(settings, run_id)
     with run_services(settings, config, workers=workers, threads=threads) as services:
-        preflight_llm(services.llm_base_url, config.llm.model, settings)
         reopened = reset_unfinished(
             services.engine, run_id, include_running=services.health_check is not None
         )

@@ -67,7 +67,10 @@ def preflight_llm(base_url: str, model: str, settings: Settings) -> None:
 def run_services(
     settings: Settings, config: RunConfig, *, workers: int, threads: int | None
 ) -> Iterator[Services]:
-    """Cluster mode when a broker is configured, otherwise local mode with its own services."""
+    """Cluster mode when a broker is configured, otherwise local mode with its own services.
+
+    The LLM endpoint is checked (a preflight call) before anything is stored.
+    """
     uses_local_model = config.llm.base_url == LOCAL_BASE_URL
     if settings.broker_url:
         if not settings.database_url:
@@ -80,13 +83,19 @@ def run_services(
                 "cluster mode needs an LLM endpoint the workers can reach: pass --base-url "
                 "and --model"
             )
-        engine = get_engine(settings.database_url)
-        check_database(engine)
-        create_tables(engine)
+        # Every check before the first write: an unreachable broker, database or LLM leaves
+        # no database file and no tables behind.
         app = make_celery(settings)
         check_broker(app, settings.broker_url)
+        engine = get_engine(settings.database_url)
+        check_database(engine)
+        preflight_llm(config.llm.base_url, config.llm.model, settings)
+        create_tables(engine)
         yield Services(app, engine, settings.queue, config.llm.base_url)
         return
+    if not uses_local_model:
+        # A named endpoint is checked before local mode starts anything or writes anything.
+        preflight_llm(config.llm.base_url, config.llm.model, settings)
     work_dir = Path(settings.work_dir)
     with local_services(
         work_dir, database_url=settings.database_url, start_model=uses_local_model
@@ -111,6 +120,8 @@ def run_services(
             local_workers(work_dir, worker_env, workers, threads, settings.queue)
         )
         pool.model_servers.extend(env.model_servers)
+        if uses_local_model and env.llm_base_url:
+            preflight_llm(env.llm_base_url, config.llm.model, settings)
         yield Services(
             app, engine, settings.queue, env.llm_base_url or config.llm.base_url, pool.check
         )

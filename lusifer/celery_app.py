@@ -5,11 +5,15 @@ The coordinator sends tasks by *name*, so it never imports the worker code.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 
+from lusifer.errors import ConfigurationError
 from lusifer.settings import Settings
 from lusifer.tables import Job, JobKind
 
@@ -20,10 +24,58 @@ TASK_BY_KIND = {JobKind.PROFILE: PROFILE_TASK, JobKind.RATING: RATING_TASK}
 ENV_STEP_TASK = "lusifer.env_step"
 
 
+# TLS options a rediss:// broker URL may carry as query parameters, as redis-py names them.
+_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+_CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+
+
+def split_tls_options(url: str) -> tuple[str, dict[str, Any] | None]:
+    """Take the TLS options out of a broker URL: the URL without them, and redis-py's options.
+
+    ``rediss://:password@host:6380/0?ssl_ca_certs=/etc/ca.pem&ssl_cert_reqs=required`` gives
+    TLS that checks the server against that CA; ``ssl_certfile``/``ssl_keyfile`` add a client
+    certificate. Without options a rediss:// URL checks the server against the system CAs.
+    A redis:// URL gets no TLS (None).
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    tls = {key: value for key, value in query if key.startswith("ssl_")}
+    kept = urlunsplit(parts._replace(query=urlencode([(k, v) for k, v in query if k not in tls])))
+    if parts.scheme != "rediss":
+        if tls:
+            raise ConfigurationError(
+                f"the broker URL has TLS options ({', '.join(tls)}) but is not rediss://; "
+                "use rediss:// in LUSIFER_BROKER_URL"
+            )
+        return url, None
+    unknown = sorted(set(tls) - {"ssl_cert_reqs", *_TLS_FILES})
+    if unknown:
+        raise ConfigurationError(
+            f"unknown TLS option {', '.join(unknown)} in the broker URL; use ssl_cert_reqs, "
+            + ", ".join(_TLS_FILES)
+        )
+    # Celery's own spelling (CERT_REQUIRED) and redis-py's (required) both work.
+    reqs = tls.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")
+    if reqs not in _CERT_REQS:
+        raise ConfigurationError(
+            f"ssl_cert_reqs={tls['ssl_cert_reqs']} in the broker URL is not one of "
+            "required, optional, none; fix LUSIFER_BROKER_URL"
+        )
+    options: dict[str, Any] = {"ssl_cert_reqs": _CERT_REQS[reqs]}
+    for key in _TLS_FILES:
+        if key in tls:
+            if not Path(tls[key]).is_file():
+                raise ConfigurationError(
+                    f"{key}={tls[key]} in the broker URL is not a file; fix LUSIFER_BROKER_URL"
+                )
+            options[key] = tls[key]
+    return kept, options
+
+
 def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     """A Celery app configured for at-least-once delivery of idempotent jobs."""
-    broker = broker_url or settings.broker_url
-    app = Celery("lusifer", broker=broker, set_as_current=False)
+    broker, tls = split_tls_options(broker_url or settings.broker_url or "")
+    app = Celery("lusifer", broker=broker or None, set_as_current=False)
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     app.conf.update(
         # A job is acknowledged only when it is finished; a killed worker's job is redelivered.
@@ -42,8 +94,8 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         task_send_sent_event=True,
         worker_hijack_root_logger=False,
     )
-    if broker and broker.startswith("rediss://"):
-        app.conf.broker_use_ssl = {"ssl_cert_reqs": "required"}
+    if tls is not None:
+        app.conf.broker_use_ssl = tls
     return app
 
 

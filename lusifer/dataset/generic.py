@@ -56,7 +56,8 @@ class _Table:
         if missing:
             raise DataError(
                 f"{self.path} lacks column(s) {', '.join(missing)} (found: "
-                f"{', '.join(self.header) or 'none'}): set the ColumnMapping to the CSV's names"
+                f"{', '.join(self.header) or 'none'}): map our fields to the CSV's columns "
+                "(--columns user_id=...,item_id=... or a ColumnMapping)"
             )
         return [-1 if c is None else self.header.index(c) for c in wanted]
 
@@ -66,9 +67,14 @@ class _Table:
 
 
 def _read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash) -> _Table:
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path} not found: pass the path of an existing CSV file")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(
+            f"cannot read {path} ({err.strerror or err}): pass a CSV file you may read"
+        ) from None
     hasher.update(f"{path.name}\0{len(data)}\0".encode())
     hasher.update(data)
     try:

@@ -62,9 +62,14 @@ class _Reader:
         self.hasher = hashlib.sha256()
 
     def read(self, path: Path, tag: str) -> bytes:
-        if not path.is_file():
+        if not path.exists():
             raise DataError(f"{path.name} not found in {path.parent}: {_FIX}")
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise DataError(
+                f"cannot read {path} ({err.strerror or err}): make it a file you may read"
+            ) from None
         # Tag and length framing make the hash depend on which file held which bytes.
         self.hasher.update(f"{tag}\0{len(data)}\0".encode())
         self.hasher.update(data)
@@ -135,6 +140,9 @@ def _parse_items(reader: _Reader, genres: tuple[str, ...]) -> dict[int, Item]:
         if any(flag not in ("0", "1") for flag in flags):
             raise _bad("u.item", n, "genre flags must be 0 or 1")
         title, year = split_title_year(fields[1], fields[2])
+        if not title:
+            # A nameless item gives the model nothing to judge: its ratings would be noise.
+            raise _bad("u.item", n, f"item {item_id} has no title")
         chosen = tuple(g for g, flag in zip(genres, flags, strict=True) if flag == "1")
         items[item_id] = Item(item_id, title, year, chosen, None)
     return items
@@ -225,8 +233,10 @@ def load_movielens_100k(
     if unknown or not fold_names:
         problem = f"unknown fold {', '.join(unknown)}" if unknown else "no fold selected"
         raise DataError(f"{problem}: choose folds from {', '.join(VALID_FOLDS)}")
-    if not data_dir.is_dir():
+    if not data_dir.exists():
         raise DataError(f"MovieLens 100K directory {data_dir} does not exist: {_FIX}")
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir} is a file, not a MovieLens 100K directory: {_FIX}")
     reader = _Reader(data_dir)
     users = _parse_users(reader)
     items = _parse_items(reader, _parse_genres(reader))

@@ -111,8 +111,10 @@ def test_unreachable_llm_fails_before_anything_is_stored(data_dir: Path, tmp_pat
         LUSIFER_DATABASE_URL=f"sqlite:///{db}",
     )
     _assert_clean_failure(result, "cannot connect to the LLM", "--base-url")
+    assert not db.exists()
     status = _run(["status", "nope"], tmp_path, LUSIFER_DATABASE_URL=f"sqlite:///{db}")
-    _assert_clean_failure(status, "run 'nope' is not in the database")
+    _assert_clean_failure(status, "holds no Lusifer runs")
+    assert not db.exists()
 
 
 def test_unknown_run_for_report_and_resume(tmp_path: Path) -> None:
