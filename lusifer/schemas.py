@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from lusifer.errors import OutputValidationError
+from lusifer.prompts import untrusted
 
 
 class ProfileAnswer(BaseModel):
@@ -109,6 +110,14 @@ def _as_rating(value: Any) -> int | None:
     return None
 
 
+def _echo(value: Any) -> str:
+    # Problems are shown to the model in the re-ask: what it wrote comes back short and with
+    # tag delimiters neutralised, so an answer cannot plant an <item> tag in the next prompt.
+    text = repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return untrusted(text)
+
+
 def parse_ratings(text: str, expected: Sequence[int]) -> tuple[dict[int, int], list[str]]:
     """Take the valid ratings of ``expected`` items from an answer, and list what was wrong."""
     wanted = {str(i): i for i in expected}
@@ -125,11 +134,11 @@ def parse_ratings(text: str, expected: Sequence[int]) -> tuple[dict[int, int], l
     for key, value in obj.items():
         key_text = str(key).strip()
         if key_text not in wanted:
-            problems.append(f"{key_text!r} is not one of the items asked")
+            problems.append(f"{_echo(key_text)} is not one of the items asked")
             continue
         rating = _as_rating(value)
         if rating is None:
-            problems.append(f"item {key_text} got {value!r}, not an integer 1-5")
+            problems.append(f"item {key_text} got {_echo(value)}, not an integer 1-5")
             continue
         ratings[wanted[key_text]] = rating
     missing = [i for i in expected if i not in ratings]
