@@ -20,10 +20,10 @@ import pytest
 
 from prompts import __file__ as prompts_init
 from tests.integration.services import Stub, stub_server
+from tests.tiny_data import GENRE_FLAGS, write_tiny_movielens
 
 LUSIFER = str(Path(sys.executable).parent / "lusifer")
 STUB_KEY = "sk-good-key-for-the-stub"
-GENRE_FLAGS = "|".join(["0"] * 18 + ["1"])  # 19 flags: Western
 
 
 def _closed_port() -> int:
@@ -31,26 +31,6 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _write_movielens(root: Path) -> Path:
-    """Four users, twelve items, fold u1: users 1 and 2 have history, user 3 has none."""
-    ml = root / "ml"
-    ml.mkdir()
-    (ml / "u.user").write_text(
-        "1|24|M|technician|85711\n2|53|F|other|94043\n3|23|M|writer|32067\n4|24|M|other|43537\n"
-    )
-    (ml / "u.item").write_text(
-        "".join(
-            f"{i}|Movie {i} (199{i % 10})|01-Jan-199{i % 10}||http://x|{GENRE_FLAGS}\n"
-            for i in range(1, 13)
-        )
-    )
-    base = [f"{u}\t{i}\t{1 + (u + i) % 5}\t{880000000 + i}" for u in (1, 2) for i in range(1, 9)]
-    test = [f"{u}\t{i}\t{1 + (u * i) % 5}\t{890000000 + i}" for u in (1, 2, 3) for i in (9, 10)]
-    (ml / "u1.base").write_text("\n".join(base) + "\n")
-    (ml / "u1.test").write_text("\n".join(test) + "\n")
-    return ml
 
 
 def _write_csv(root: Path) -> tuple[Path, Path]:
@@ -274,7 +254,7 @@ def stub() -> Iterator[Stub]:
 @pytest.mark.parametrize("case", CASES, ids=[c.kind for c in CASES])
 def test_bad_input_fails_with_one_clear_line(case: Case, stub: Stub, tmp_path: Path) -> None:
     ratings_csv, items_csv = _write_csv(tmp_path)
-    env = Env(tmp_path, _write_movielens(tmp_path), ratings_csv, items_csv, stub)
+    env = Env(tmp_path, write_tiny_movielens(tmp_path), ratings_csv, items_csv, stub)
     database = tmp_path / "fresh.db"
     env.extra_env.update(LUSIFER_DATABASE_URL=f"sqlite:///{database}", LUSIFER_LLM_API_KEY=STUB_KEY)
     args = case.make(env)
@@ -297,6 +277,7 @@ def test_bad_input_fails_with_one_clear_line(case: Case, stub: Stub, tmp_path: P
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: "), lines[0]
+    print(f"{case.kind}: {lines[0]}")  # the table of messages, with pytest -rP
     for phrase in case.phrases:
         assert phrase in lines[0], f"{phrase!r} not in {lines[0]!r}"
     assert "s3cret-pass" not in output and STUB_KEY not in output
