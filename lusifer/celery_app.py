@@ -51,8 +51,8 @@ def split_tls_options(url: str) -> tuple[str, dict[str, Any] | None]:
     unknown = sorted(set(tls) - {"ssl_cert_reqs", *_TLS_FILES})
     if unknown:
         raise ConfigurationError(
-            f"unknown TLS option {', '.join(unknown)} in the broker URL; use ssl_cert_reqs, "
-            + ", ".join(_TLS_FILES)
+            f"unknown TLS option {', '.join(unknown)} in the broker URL; LUSIFER_BROKER_URL "
+            f"may carry ssl_cert_reqs, {', '.join(_TLS_FILES)}"
         )
     # Celery's own spelling (CERT_REQUIRED) and redis-py's (required) both work.
     reqs = tls.get("ssl_cert_reqs", "required").lower().removeprefix("cert_")

@@ -11,6 +11,7 @@ import pytest
 from celery import current_app
 
 from lusifer.celery_app import PROFILE_TASK, RATING_TASK, TASK_BY_KIND, make_celery
+from lusifer.errors import ConfigurationError
 from lusifer.settings import Settings
 from lusifer.tables import JobKind
 
@@ -96,3 +97,28 @@ def test_task_names_are_distinct_and_stable() -> None:
     assert set(TASK_BY_KIND) == {JobKind.PROFILE, JobKind.RATING} == {"profile", "rating"}
     assert TASK_BY_KIND[JobKind.PROFILE] == PROFILE_TASK
     assert TASK_BY_KIND[JobKind.RATING] == RATING_TASK
+
+
+def test_tls_options_in_the_url_become_redis_ssl_options(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    url = f"rediss://:pw@broker.example:6380/0?ssl_cert_reqs=CERT_OPTIONAL&ssl_ca_certs={ca}"
+    app = make_celery(_settings(broker_url=url))
+    assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_OPTIONAL, "ssl_ca_certs": str(ca)}
+    # The options are taken out of the URL, so Celery and kombu see them once.
+    assert app.conf.broker_url == "rediss://:pw@broker.example:6380/0"
+
+
+@pytest.mark.parametrize(
+    ("url", "phrase"),
+    [
+        ("redis://broker.example:6379/0?ssl_cert_reqs=required", "not rediss://"),
+        ("rediss://broker.example:6380/0?ssl_cert_reqs=maybe", "required, optional, none"),
+        ("rediss://broker.example:6380/0?ssl_ca_certs=/nonexistent/ca.pem", "is not a file"),
+        ("rediss://broker.example:6380/0?ssl_verify=yes", "unknown TLS option ssl_verify"),
+    ],
+)
+def test_bad_tls_options_are_one_line_errors(url: str, phrase: str) -> None:
+    with pytest.raises(ConfigurationError, match="LUSIFER_BROKER_URL") as err:
+        make_celery(_settings(broker_url=url))
+    assert phrase in str(err.value) and "\n" not in str(err.value)
