@@ -106,13 +106,12 @@ def parse_run_config(data: object) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "configuration"
+        where = " at " + ".".join(str(part) for part in first["loc"]) if first["loc"] else ""
+        message = first["msg"].removeprefix("Value error, ")
         # A model-level check names its own fix; a field's message names the field to fix.
         fix = (
             f"; fix --{str(first['loc'][-1]).replace('_', '-')} (or that configuration value)"
             if first["loc"]
             else ""
         )
-        raise ConfigurationError(
-            f"invalid run configuration at {where}: {first['msg']}{fix}"
-        ) from None
+        raise ConfigurationError(f"invalid run configuration{where}: {message}{fix}") from None
