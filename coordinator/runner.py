@@ -20,7 +20,7 @@ from lusifer.dataset import (
     load_csv_dataset,
     load_movielens_100k,
 )
-from lusifer.db import get_engine, require_tables
+from lusifer.db import get_engine, redact_url, require_tables
 from lusifer.errors import ConfigurationError, DataError
 from lusifer.prompts import load_prompt_set
 from lusifer.settings import Settings
@@ -127,7 +127,7 @@ def stored_config(settings: Settings, run_id: str) -> RunConfig:
         run = session.get(Run, run_id)
         if run is None:
             raise DataError(
-                f"run {run_id!r} is not in {database_url_of(settings)}; check the id "
+                f"run {run_id!r} is not in {redact_url(database_url_of(settings))}; check the id "
                 "(`lusifer runs` lists them) and LUSIFER_DATABASE_URL"
             )
         return parse_run_config(json.loads(run.config_json))

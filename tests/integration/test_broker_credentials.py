@@ -177,3 +177,16 @@ def test_tls_broker_with_its_ca(stub: Stub, database_url: str, tmp_path: Path) -
     assert _rated(database_url) == RATED
     for text in (result.stdout, result.stderr, worker_log):
         assert PASSWORD not in text
+
+
+def test_database_password_is_never_printed(database_url: str, tmp_path: Path) -> None:
+    # The server trusts local connections, so any password is accepted: what matters here is
+    # that the URL holding it is printed masked.
+    with_password = database_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+    env = service_env(with_password, "unused", None)
+    ready = run_cli(["init-db"], env, tmp_path, timeout=120)
+    assert ready.returncode == 0, ready.stdout + ready.stderr
+    for command in (["report", "ghost"], ["resume", "ghost"], ["status", "ghost"]):
+        result = run_cli(command, env, tmp_path, timeout=120)
+        _assert_one_line_failure(result, "ghost")
+        assert PASSWORD not in result.stdout + result.stderr
