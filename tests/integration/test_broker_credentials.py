@@ -130,7 +130,8 @@ def test_password_protected_broker(stub: Stub, database_url: str, tmp_path: Path
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert _rated(database_url) == RATED
-    assert "celery@" in worker_log  # the banner, where Celery shows the broker URL
+    # Celery logs the broker URL it connected to, with the password masked.
+    assert f"Connected to redis://:**@127.0.0.1:{port}/0" in worker_log
     for text in (result.stdout, result.stderr, worker_log):
         assert PASSWORD not in text
     assert API_KEY not in result.stdout + result.stderr + worker_log
@@ -175,6 +176,7 @@ def test_tls_broker_with_its_ca(stub: Stub, database_url: str, tmp_path: Path) -
 
     assert result.returncode == 0, result.stdout + result.stderr
     assert _rated(database_url) == RATED
+    assert f"Connected to rediss://:**@127.0.0.1:{port}/0" in worker_log
     for text in (result.stdout, result.stderr, worker_log):
         assert PASSWORD not in text
 
