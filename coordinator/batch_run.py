@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -100,20 +101,23 @@ def _run_job(engine: Engine, job: Job, ctx: RunContext, calls: DeferredCalls) ->
 
 
 def collect_pass(
-    engine: Engine, run_id: str, max_attempts: int, price_factor: float
+    engine: Engine, run_id: str, *, max_attempts: int, price_factor: float, threads: int
 ) -> list[PendingCall]:
-    """Run every runnable job until none moves; return the requests the next batch must ask."""
+    """Run every runnable job until none moves; return the requests the next batch must ask.
+
+    Jobs run on threads: between rounds the work is database round trips, not computing.
+    """
     ctx = load_run_context(engine, run_id)
     calls = DeferredCalls(engine, run_id, max_attempts=max_attempts, price_factor=price_factor)
     waiting: set[str] = set()
-    while True:
-        _fail_orphans(engine, run_id)
-        jobs = _runnable(engine, run_id, waiting)
-        if not jobs:
-            break
-        for job in jobs:
-            if not _run_job(engine, job, ctx, calls):
-                waiting.add(job.id)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="collect") as pool:
+        while True:
+            _fail_orphans(engine, run_id)
+            jobs = _runnable(engine, run_id, waiting)
+            if not jobs:
+                break
+            finished = pool.map(lambda job: _run_job(engine, job, ctx, calls), jobs)
+            waiting.update(job.id for job, done in zip(jobs, finished, strict=True) if not done)
     if waiting:
         with session_scope(engine) as session:  # `lusifer status` shows them as queued
             session.execute(
@@ -121,7 +125,7 @@ def collect_pass(
                 .where(col(Job.id).in_(sorted(waiting)), col(Job.state) == JobState.PENDING)
                 .values(state=JobState.QUEUED)
             )
-    return list(calls.pending.values())
+    return calls.pending()
 
 
 def _digest(calls: Sequence[PendingCall]) -> str:
@@ -223,6 +227,7 @@ def drive_batch_run(
     console: Console,
     *,
     max_attempts: int,
+    threads: int = 8,
     poll_s: float | None = None,
 ) -> BatchRunSummary:
     """Take a run to its end through the Batch API, re-attaching to batches in flight."""
@@ -235,7 +240,13 @@ def drive_batch_run(
         if run_status(engine, run_id) == "failed":
             raise RunStopped(f"run {run_id} was stopped; `lusifer resume {run_id}` continues it")
         with console.status(f"running the jobs of run {run_id} on the answers in hand"):
-            pending = collect_pass(engine, run_id, max_attempts, price_factor)
+            pending = collect_pass(
+                engine,
+                run_id,
+                max_attempts=max_attempts,
+                price_factor=price_factor,
+                threads=threads,
+            )
         if not pending:
             set_run_status(engine, run_id, "done")
             return summary

@@ -179,6 +179,7 @@ def _drive_and_report(
         config.batch,
         console,
         max_attempts=settings.llm_attempts,
+        threads=settings.worker_concurrency,
         poll_s=poll_s,
     )
     console.print(

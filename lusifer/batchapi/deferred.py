@@ -8,6 +8,7 @@ driver submits the pending requests and runs the job again when their answers ar
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -41,7 +42,13 @@ class DeferredCalls:
         self._run_id = run_id
         self._max_attempts = max_attempts
         self._price_factor = price_factor
-        self.pending: dict[str, PendingCall] = {}
+        self._lock = threading.Lock()  # jobs of a pass run on threads
+        self._pending: dict[str, PendingCall] = {}
+
+    def pending(self) -> list[PendingCall]:
+        """The requests to ask, in job order whatever order the threads ran in."""
+        with self._lock:
+            return sorted(self._pending.values(), key=lambda call: call.job_id)
 
     def for_job(self, job_id: str) -> ChatModel:
         """The chat model a job runs with."""
@@ -80,7 +87,11 @@ class DeferredCalls:
             raise TransientLLMError(
                 f"gave up after {len(lines)} batch attempts ({last.status_code}: {last.error})"
             )
-        self.pending.setdefault(key, PendingCall(request, job_id))
+        with self._lock:
+            known = self._pending.get(key)
+            # Two jobs asking the same thing: the line names the first by id, deterministically.
+            if known is None or job_id < known.job_id:
+                self._pending[key] = PendingCall(request, job_id)
         raise Deferred(key)
 
 
