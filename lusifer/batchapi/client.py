@@ -13,6 +13,8 @@ from lusifer.llm import OpenAIEndpoint
 
 # Terminal states of a batch: nothing more will change in it.
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+# A batch that failed for one of these reasons may pass later: its lines are tried again.
+TRANSIENT_FAILURES = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "server_error"})
 # A batch in one of these states will still answer (or has answered) its lines.
 LIVE = frozenset({"validating", "in_progress", "finalizing", "completed"})
 
@@ -31,18 +33,25 @@ class BatchInfo:
     failed: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
+    error_codes: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
         """True when the batch will change no more."""
         return self.status in FINISHED
 
+    @property
+    def refused(self) -> bool:
+        """True when the provider refused the whole batch for good (it failed validation)."""
+        return self.status == "failed" and not TRANSIENT_FAILURES.intersection(self.error_codes)
+
 
 def _info(batch: Batch) -> BatchInfo:
     counts = batch.request_counts
+    found = (batch.errors.data or []) if batch.errors else []
     errors = tuple(
         f"{e.code}: {e.message}" + (f" (line {e.line})" if e.line is not None else "")
-        for e in (batch.errors.data or [] if batch.errors else [])
+        for e in found
     )
     return BatchInfo(
         id=batch.id,
@@ -55,6 +64,7 @@ def _info(batch: Batch) -> BatchInfo:
         failed=counts.failed if counts else 0,
         metadata=dict(batch.metadata or {}),
         errors=errors,
+        error_codes=tuple(e.code or "" for e in found),
     )
 
 

@@ -127,9 +127,8 @@ def record_results(
                 }
             session.execute(update(LLMBatchLine).where(this).values(**values))
         # A batch that failed validation will fail the same way again: its lines are refused.
-        leftover = (
-            BatchLineOutcome.PERMANENT if info.status == "failed" else BatchLineOutcome.TRANSIENT
-        )
+        # One that expired, was cancelled or hit the queue's token limit is tried again.
+        leftover = BatchLineOutcome.PERMANENT if info.refused else BatchLineOutcome.TRANSIENT
         unanswered = session.execute(
             update(LLMBatchLine)
             .where(line, col(LLMBatchLine.outcome) == BatchLineOutcome.AWAITING)

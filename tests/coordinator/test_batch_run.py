@@ -45,9 +45,13 @@ def _dataset() -> Dataset:
 class InProcessBatches(BatchClient):
     """Answers batches at once with the stub's answers; ``failure`` picks error lines."""
 
-    def __init__(self, failure: Failure = lambda body: None) -> None:
+    def __init__(
+        self, failure: Failure = lambda body: None, first_ends: tuple[str, str] | None = None
+    ) -> None:
         super().__init__("http://in-process/v1", None)
         self.failure = failure
+        # (status, error code) the first batch ends with, answering nothing.
+        self.first_ends = first_ends
         self.submitted: list[list[dict[str, Any]]] = []
         self.batches: dict[str, BatchInfo] = {}
         self.files: dict[str, str] = {}
@@ -87,6 +91,17 @@ class InProcessBatches(BatchClient):
             failed=len(errors),
             metadata=metadata,
         )
+        if n == 0 and self.first_ends is not None:
+            status, code = self.first_ends
+            info = BatchInfo(
+                id=info.id,
+                status=status,
+                input_file_id=info.input_file_id,
+                total=len(lines),
+                metadata=metadata,
+                errors=(f"{code}: the whole batch",),
+                error_codes=(code,),
+            )
         self.batches[info.id] = info
         return info
 
@@ -207,3 +222,26 @@ def test_a_batch_submitted_before_a_crash_is_adopted_not_paid_again(tmp_path: Pa
     assert len(again.submitted) == 2  # rounds 1 and 2 only
     assert rounds(engine) == [0, 1, 2]
     assert set(states(engine).values()) == {JobState.DONE}
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [("expired", "batch_expired"), ("cancelled", ""), ("failed", "token_limit_exceeded")],
+)
+def test_a_batch_that_answered_nothing_for_a_passing_reason_is_submitted_again(
+    engine: Engine, status: str, code: str
+) -> None:
+    client = InProcessBatches(first_ends=(status, code))
+    drive(engine, client)
+    assert rounds(engine) == [0, 1, 2, 3]
+    assert client.submitted[0] == client.submitted[1]
+    assert set(states(engine).values()) == {JobState.DONE}
+
+
+def test_a_batch_refused_as_invalid_fails_its_jobs(engine: Engine) -> None:
+    drive(engine, InProcessBatches(first_ends=("failed", "invalid_request")))
+    assert rounds(engine) == [0]
+    assert set(states(engine).values()) == {JobState.FAILED}
+    with Session(engine) as session:
+        job = session.get(Job, "r/f1/1/profile")
+    assert job is not None and "invalid_request: the whole batch" in (job.error or "")
