@@ -118,11 +118,14 @@ def collect_pass(
                 break
             finished = pool.map(lambda job: _run_job(engine, job, ctx, calls), jobs)
             waiting.update(job.id for job, done in zip(jobs, finished, strict=True) if not done)
-    if waiting:
-        with session_scope(engine) as session:  # `lusifer status` shows them as queued
+    ids = sorted(waiting)
+    with session_scope(engine) as session:  # `lusifer status` shows them as queued
+        for start in range(0, len(ids), 500):  # under SQLite's limit of bound parameters
             session.execute(
                 update(Job)
-                .where(col(Job.id).in_(sorted(waiting)), col(Job.state) == JobState.PENDING)
+                .where(
+                    col(Job.id).in_(ids[start : start + 500]), col(Job.state) == JobState.PENDING
+                )
                 .values(state=JobState.QUEUED)
             )
     return calls.pending()
