@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from sqlmodel import Session, col, func, select
 
+from coordinator.status import print_status
 from lusifer.db import create_tables, get_engine
 from lusifer.tables import Job, JobState, LLMBatch, LLMCall, ProfileStep, SimulatedRating
 from tests.integration.services import (
@@ -139,8 +141,9 @@ def test_a_batch_run_killed_in_flight_resumes_and_matches_an_online_run(
         coordinator.wait(10)
         in_flight = [b for b in batches(batch_db, run_id) if not b.collected]
         assert [b.round for b in in_flight] == [1]
-        status = run_cli(["status", run_id], env, tmp_path, timeout=60)
-        assert f"round 2 batch {in_flight[0].id}" in status.stdout, status.stdout + status.stderr
+        status = Console(record=True, width=200)
+        print_status(get_engine(batch_db), run_id, status)
+        assert f"round 2 batch {in_flight[0].id}" in status.export_text()
 
         resumed = run_cli(["resume", run_id, "--batch-poll-s", "0.2"], env, tmp_path, timeout=180)
         assert resumed.returncode == 0, resumed.stderr + resumed.stdout
