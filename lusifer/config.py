@@ -41,6 +41,22 @@ class LLMConfig(BaseModel):
     price_completion_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output")
 
 
+class BatchConfig(BaseModel):
+    """Run through the OpenAI Batch API: requests go in files, answers come back within 24 h."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    discount: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of the online price the batch saves"
+    )
+    poll_s: float = Field(default=30.0, gt=0, description="Seconds between status polls")
+    max_lines: int = Field(default=50_000, ge=1, description="Requests per batch (API limit)")
+    max_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Bytes per input file (API limit)"
+    )
+    completion_window: str = "24h"
+
+
 class DatasetConfig(BaseModel):
     """Where the data comes from: MovieLens 100K, or any ratings/items/users CSVs."""
 
@@ -87,6 +103,7 @@ class RunConfig(BaseModel):
     prompt_set: str = "lusifer"
     prompts_dir: Path | None = Field(default=None, description="Own directory of prompt sets")
     llm: LLMConfig
+    batch: BatchConfig | None = Field(default=None, description="Set: run via the Batch API")
 
     @model_validator(mode="after")
     def _sizes_make_sense(self) -> RunConfig:

@@ -217,3 +217,49 @@ class EnvProfileUpdate(SQLModel, table=True):
     explanation: str = Field(sa_column=Column(Text, nullable=False))
     call_key: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class BatchLineOutcome:
+    """What became of one line of a Batch API submission."""
+
+    AWAITING = "awaiting"  # submitted, its batch not collected yet
+    ANSWERED = "answered"  # a 200 answer, kept until a job stores it as an ordinary call
+    TRANSIENT = "transient"  # 429, 5xx, expired or cancelled: submitted again next round
+    PERMANENT = "permanent"  # 4xx: the job that asked fails
+
+
+class LLMBatch(SQLModel, table=True):
+    """A Batch API submission of a run: stored as soon as the provider accepts it, so a
+    coordinator that dies re-attaches to it instead of paying for the same lines again."""
+
+    id: str = Field(primary_key=True)  # the provider's batch id
+    run_id: str = Field(index=True)
+    round: int  # sequential rounds: profile steps, ratings, re-asks
+    part: int  # a round past the API's limits is split into parts
+    input_file_id: str
+    status: str  # the provider's: validating | in_progress | ... | completed | expired ...
+    collected: bool = False  # its output and error files are read into the lines
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    line_count: int = 0
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class LLMBatchLine(SQLModel, table=True):
+    """One request of a batch (``custom_id`` is the call's cache key) and what came back."""
+
+    __table_args__ = (Index("ix_llmbatchline_run_key", "run_id", "call_key"),)
+
+    batch_id: str = Field(primary_key=True)
+    call_key: str = Field(primary_key=True)
+    run_id: str
+    job_id: str  # the job whose request it is
+    request_json: str = Field(sa_column=Column(Text, nullable=False))
+    outcome: str = BatchLineOutcome.AWAITING
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    response_text: str | None = Field(default=None, sa_column=Column(Text))
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
