@@ -139,15 +139,17 @@ def compare(
     run_b: str,
     json_file: JsonOption = None,
     html: HtmlOption = None,
+    baselines: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
     resamples: ResamplesOption = 1000,
     seed: SeedOption = 0,
 ) -> None:
-    """Two runs side by side, and their paired difference on the ratings both answered."""
+    """Two runs side by side, and their paired difference on the ratings both answered,
+    with every baseline on those same ratings."""
 
     def action() -> None:
         from coordinator.compare import compare_runs, print_comparison, write_comparison
 
-        options = _eval_options("none", 20, resamples, seed)
+        options = _eval_options(baselines, 20, resamples, seed)
         result = compare_runs(run_a, run_b, settings_or_fail(), options, err_console)
         print_comparison(console, result)
         write_comparison(result, html, json_file)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lusifer.dataset import Dataset
+from lusifer.dataset import Dataset, load_movielens_100k
 from lusifer.metrics import rmse
-from tests.coordinator.eval_fixtures import RUN_ID, store_run, write_csv_dataset
+from tests.coordinator.eval_fixtures import RUN_ID, USERS, simulated, store_run, write_csv_dataset
 
 LUSIFER = str(Path(sys.executable).parent / "lusifer")
 
@@ -64,19 +64,41 @@ def test_plain_report_is_unchanged(data_dir: Path, tmp_path: Path) -> None:
     assert "LLM usage" in result.stdout and "RMSE per fold" not in result.stdout
 
 
-def test_compare_prints_both_runs(data_dir: Path, tmp_path: Path) -> None:
+def test_compare_prints_both_runs_and_the_baselines_on_shared_ratings(
+    data_dir: Path, tmp_path: Path
+) -> None:
     settings = store_run(data_dir, tmp_path)
     store_run(data_dir, tmp_path, run_id="other-run")
     assert settings.database_url is not None
-    out_html = tmp_path / "c.html"
+    out_html, out_json = tmp_path / "c.html", tmp_path / "c.json"
     result = _run(
-        ["compare", RUN_ID, "other-run", "--html", str(out_html), "--resamples", "50"],
+        ["compare", RUN_ID, "other-run", "--html", str(out_html), "--json", str(out_json),
+         "--resamples", "50", "--baselines", "global_mean"],
         tmp_path,
         LUSIFER_DATABASE_URL=settings.database_url,
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "On the ratings both runs answered" in result.stdout
-    assert "other-run" in out_html.read_text()
+    assert "Both runs and the baselines on those ratings" in result.stdout
+    assert "Global mean (rounded)" in result.stdout
+    page = out_html.read_text()
+    assert "other-run" in page and "Global mean (rounded)" in page
+    (common,) = json.loads(out_json.read_text())["common"]
+    u1 = load_movielens_100k(data_dir / "ml-100k", None, folds=("u1",)).folds["u1"]
+    shared = [
+        r.rating
+        for r in u1.test
+        if r.user_id in USERS and simulated(r.user_id, r.item_id, r.rating) is not None
+    ]
+    mean = float(np.mean([r.rating for r in u1.train]))
+    assert common["n"] == len(shared)
+    assert set(common["baselines"]) == {"global_mean/continuous", "global_mean/rounded"}
+    assert common["baselines"]["global_mean/continuous"]["rmse"] == pytest.approx(
+        rmse(shared, [mean] * len(shared))
+    )
+    assert common["baselines"]["global_mean/rounded"]["rmse"] == pytest.approx(
+        rmse(shared, [round(mean)] * len(shared))
+    )
 
 
 def test_score_and_baselines(data_dir: Path, tmp_path: Path) -> None:
