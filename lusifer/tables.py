@@ -229,7 +229,7 @@ class FoldSplit(SQLModel, table=True):
     Keyed by a digest of the ratings themselves, so any run, comparison or CSV score over the
     same fold finds it. One compressed numpy archive per fold (user and item ids as int32,
     ratings as int8, in the fold's order) rather than a row per rating: a worker always needs
-    the whole split, never a slice of it, and an ML-100K fold is then about 0.3 MB written and
+    the whole split, never a slice of it, and an ML-100K fold is then 160 kB written and
     read in one statement instead of 100 000 rows and their index.
     """
 
