@@ -12,9 +12,22 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli_common import DATA_DIR_HELP, app, console, guard, settings_or_fail
+from coordinator.cli_common import (
+    ColumnsOption,
+    DataDirOption,
+    ItemsCsvOption,
+    NFoldsOption,
+    RatingsCsvOption,
+    UsersCsvOption,
+    app,
+    choose_dataset,
+    console,
+    fold_names,
+    guard,
+    settings_or_fail,
+)
 from coordinator.local import LOCAL_MODEL_NAME, worker_command
-from coordinator.runner import resolve_dataset_config, resume_run, start_run
+from coordinator.runner import resume_run, start_run
 from coordinator.services import database_url_of
 from coordinator.status import print_runs, print_status
 from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
@@ -26,10 +39,6 @@ BATCH_API_HELP = (
     "needs no broker or workers"
 )
 THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
-COLUMNS_HELP = (
-    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
-    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
-)
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -41,24 +50,15 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise ConfigurationError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _mapping(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
-    return {field.strip(): column.strip() for field, column in pairs}
-
-
 @app.command()
 def run(
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    data_dir: DataDirOption = None,
     overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
-    ratings_csv: Annotated[Path | None, typer.Option(help="Own data: ratings CSV")] = None,
-    items_csv: Annotated[Path | None, typer.Option(help="Own data: items CSV")] = None,
-    users_csv: Annotated[Path | None, typer.Option(help="Own data: users CSV")] = None,
-    columns: Annotated[str | None, typer.Option(help=COLUMNS_HELP)] = None,
-    n_folds: Annotated[int, typer.Option(help="Own data: folds f1..fN")] = 5,
+    ratings_csv: RatingsCsvOption = None,
+    items_csv: ItemsCsvOption = None,
+    users_csv: UsersCsvOption = None,
+    columns: ColumnsOption = None,
+    n_folds: NFoldsOption = 5,
     folds: Annotated[
         str | None, typer.Option(help="Comma-separated folds (default u1..u5, or f1..fN)")
     ] = None,
@@ -115,23 +115,20 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
-        if ratings_csv is not None or items_csv is not None:
-            dataset: object = {
-                "kind": "csv",
-                "ratings_csv": ratings_csv,
-                "items_csv": items_csv,
-                "users_csv": users_csv,
-                "columns": _mapping(columns),
-                "n_folds": n_folds,
-            }
-            default_folds = ",".join(f"f{i}" for i in range(1, n_folds + 1))
-        else:
-            dataset = resolve_dataset_config(data_dir, overviews, settings)
-            default_folds = "u1,u2,u3,u4,u5"
+        dataset, default_folds = choose_dataset(
+            settings,
+            data_dir=data_dir,
+            overviews=overviews,
+            ratings_csv=ratings_csv,
+            items_csv=items_csv,
+            users_csv=users_csv,
+            columns=columns,
+            n_folds=n_folds,
+        )
         config = parse_run_config(
             {
                 "dataset": dataset,
-                "folds": tuple(f.strip() for f in (folds or default_folds).split(",") if f.strip()),
+                "folds": fold_names(folds, default_folds),
                 "users": _ints(users, "--users"),
                 "max_users": max_users,
                 "profile_history": profile_history,

@@ -52,7 +52,11 @@ def resolve_dataset_config(
 
 def load_dataset(config: RunConfig) -> Dataset:
     """Load the dataset a run configuration names."""
-    spec = config.dataset
+    return load_dataset_spec(config.dataset, config.folds)
+
+
+def load_dataset_spec(spec: DatasetConfig, folds: tuple[str, ...]) -> Dataset:
+    """Load MovieLens 100K (only ``folds``) or a CSV dataset (all its seeded folds)."""
     if spec.kind == "csv":
         assert spec.ratings_csv is not None and spec.items_csv is not None  # validated
         return load_csv_dataset(
@@ -66,11 +70,9 @@ def load_dataset(config: RunConfig) -> Dataset:
             encoding=spec.encoding,
             delimiter=spec.delimiter,
         )
-    if config.dataset.data_dir is None:
+    if spec.data_dir is None:
         raise DataError("the run configuration names no dataset directory; pass --data-dir")
-    return load_movielens_100k(
-        config.dataset.data_dir, config.dataset.overviews_csv, folds=config.folds
-    )
+    return load_movielens_100k(spec.data_dir, spec.overviews_csv, folds=folds)
 
 
 def start_run(

@@ -117,11 +117,23 @@ class RunConfig(BaseModel):
         return self
 
 
+def _first_error(err: ValidationError, what: str) -> ConfigurationError:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "configuration"
+    return ConfigurationError(f"invalid {what} at {where}: {first['msg']}")
+
+
 def parse_run_config(data: object) -> RunConfig:
     """Validate a run configuration, turning pydantic's report into one clear line."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "configuration"
-        raise ConfigurationError(f"invalid run configuration at {where}: {first['msg']}") from None
+        raise _first_error(err, "run configuration") from None
+
+
+def parse_dataset_config(data: object) -> DatasetConfig:
+    """Validate a dataset description (as in a run configuration) into one clear line."""
+    try:
+        return DatasetConfig.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err, "dataset") from None
