@@ -12,20 +12,33 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli_common import DATA_DIR_HELP, app, console, guard, settings_or_fail
+from coordinator.cli_common import (
+    ColumnsOption,
+    DataDirOption,
+    ItemsCsvOption,
+    NFoldsOption,
+    RatingsCsvOption,
+    UsersCsvOption,
+    app,
+    choose_dataset,
+    console,
+    fold_names,
+    guard,
+    settings_or_fail,
+)
 from coordinator.local import LOCAL_MODEL_NAME, worker_command
-from coordinator.runner import resolve_dataset_config, resume_run, start_run
+from coordinator.runner import resume_run, start_run
 from coordinator.services import database_url_of
 from coordinator.status import print_runs, print_status
 from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
 from lusifer.db import check_database, create_tables, get_engine
 from lusifer.errors import ConfigurationError
 
-THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
-COLUMNS_HELP = (
-    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
-    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
+BATCH_API_HELP = (
+    "Send the LLM calls through the OpenAI Batch API (half the price, answers within 24 h); "
+    "needs no broker or workers"
 )
+THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -37,24 +50,15 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise ConfigurationError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _mapping(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
-    return {field.strip(): column.strip() for field, column in pairs}
-
-
 @app.command()
 def run(
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    data_dir: DataDirOption = None,
     overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
-    ratings_csv: Annotated[Path | None, typer.Option(help="Own data: ratings CSV")] = None,
-    items_csv: Annotated[Path | None, typer.Option(help="Own data: items CSV")] = None,
-    users_csv: Annotated[Path | None, typer.Option(help="Own data: users CSV")] = None,
-    columns: Annotated[str | None, typer.Option(help=COLUMNS_HELP)] = None,
-    n_folds: Annotated[int, typer.Option(help="Own data: folds f1..fN")] = 5,
+    ratings_csv: RatingsCsvOption = None,
+    items_csv: ItemsCsvOption = None,
+    users_csv: UsersCsvOption = None,
+    columns: ColumnsOption = None,
+    n_folds: NFoldsOption = 5,
     folds: Annotated[
         str | None, typer.Option(help="Comma-separated folds (default u1..u5, or f1..fN)")
     ] = None,
@@ -80,6 +84,13 @@ def run(
     overview_chars: Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")] = 600,
     price_prompt: Annotated[float, typer.Option(help="USD per 1M prompt tokens")] = 0.0,
     price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
+    batch_api: Annotated[bool, typer.Option(help=BATCH_API_HELP)] = False,
+    batch_discount: Annotated[
+        float, typer.Option(help="Batch API: share of the online price saved (OpenAI: 0.5)")
+    ] = 0.5,
+    batch_poll_s: Annotated[
+        float, typer.Option(help="Batch API: seconds between status polls")
+    ] = 30.0,
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
@@ -91,6 +102,11 @@ def run(
         settings = settings_or_fail()
         endpoint = base_url or settings.llm_base_url
         model_name = model or settings.llm_model
+        if endpoint is None and batch_api:
+            raise ConfigurationError(
+                "--batch-api needs an endpoint with the OpenAI Batch API: "
+                "pass --base-url and --model"
+            )
         if endpoint is None:
             endpoint, model_name = LOCAL_BASE_URL, model_name or LOCAL_MODEL_NAME
             # llama.cpp takes the schema inside json_object and turns it into a grammar.
@@ -99,23 +115,20 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
-        if ratings_csv is not None or items_csv is not None:
-            dataset: object = {
-                "kind": "csv",
-                "ratings_csv": ratings_csv,
-                "items_csv": items_csv,
-                "users_csv": users_csv,
-                "columns": _mapping(columns),
-                "n_folds": n_folds,
-            }
-            default_folds = ",".join(f"f{i}" for i in range(1, n_folds + 1))
-        else:
-            dataset = resolve_dataset_config(data_dir, overviews, settings)
-            default_folds = "u1,u2,u3,u4,u5"
+        dataset, default_folds = choose_dataset(
+            settings,
+            data_dir=data_dir,
+            overviews=overviews,
+            ratings_csv=ratings_csv,
+            items_csv=items_csv,
+            users_csv=users_csv,
+            columns=columns,
+            n_folds=n_folds,
+        )
         config = parse_run_config(
             {
                 "dataset": dataset,
-                "folds": tuple(f.strip() for f in (folds or default_folds).split(",") if f.strip()),
+                "folds": fold_names(folds, default_folds),
                 "users": _ints(users, "--users"),
                 "max_users": max_users,
                 "profile_history": profile_history,
@@ -134,6 +147,9 @@ def run(
                     "price_prompt_per_mtok": price_prompt,
                     "price_completion_per_mtok": price_completion,
                 },
+                "batch": (
+                    {"discount": batch_discount, "poll_s": batch_poll_s} if batch_api else None
+                ),
             }
         )
         start_run(config, name, settings, console, workers=workers, threads=threads)
@@ -146,10 +162,20 @@ def resume(
     run_id: str,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    batch_poll_s: Annotated[
+        float | None, typer.Option(help="Batch API runs: seconds between status polls")
+    ] = None,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
     guard(
-        lambda: resume_run(run_id, settings_or_fail(), console, workers=workers, threads=threads),
+        lambda: resume_run(
+            run_id,
+            settings_or_fail(),
+            console,
+            workers=workers,
+            threads=threads,
+            poll_s=batch_poll_s,
+        ),
         run_id,
     )
 

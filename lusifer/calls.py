@@ -79,9 +79,8 @@ class RecordedModel:
                         "completion_tokens": result.completion_tokens,
                         "cached_tokens": result.cached_tokens,
                         "latency_s": result.latency_s,
-                        "cost_usd": call_cost(
-                            self._config, result.prompt_tokens, result.completion_tokens
-                        ),
+                        "cost_usd": result.price_factor
+                        * call_cost(self._config, result.prompt_tokens, result.completion_tokens),
                     }
                 ],
                 keys=["key"],

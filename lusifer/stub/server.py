@@ -50,7 +50,14 @@ class _Handler(BaseHTTPRequestHandler):
         if path.startswith("/_stub/"):
             reply = handle_control(state, method, path, raw)
         else:
-            reply = handle_api(state, method, path, raw, self.headers.get("Authorization"))
+            reply = handle_api(
+                state,
+                method,
+                path,
+                raw,
+                self.headers.get("Authorization"),
+                self.headers.get("Content-Type"),
+            )
         if reply.delay_s > 0:
             # Waiting on the stop event lets a stopping server cut every sleep short.
             state.stopping.wait(reply.delay_s)
@@ -60,9 +67,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply)
 
     def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body).encode()
+        data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         self.send_response(reply.status or 200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in reply.headers.items():
             self.send_header(name, value)

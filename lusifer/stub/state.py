@@ -20,6 +20,10 @@ class StubState:
         self._config = config
         self._schedule = FaultSchedule(config.fault_seed)
         self._log: list[dict[str, Any]] = []
+        # The Files and Batches endpoints' objects, behind their own lock (lusifer.stub.batches).
+        self.batch_lock = threading.Lock()
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
         # Set when the server stops, to cut short the latency and timeout sleeps of handlers.
         self.stopping = threading.Event()
 

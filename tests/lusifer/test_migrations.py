@@ -213,6 +213,24 @@ def test_an_older_pre_migration_database_gets_its_missing_tables(tmp_path: Path)
     engine.dispose()
 
 
+def test_a_database_made_just_before_migrations_with_every_table_is_adopted(
+    database_url: str,
+) -> None:
+    # The tables of the last create_all code: today's, less what the migrations added since.
+    engine = _engine(database_url)
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE run DROP COLUMN finished_at"))
+    _fill_at_0001(engine)
+
+    outcome = upgrade_schema(engine)
+
+    assert outcome.adopted and outcome.after == head_revision()
+    assert _counts(engine) == ROWS
+    assert _schema_differences(engine, SQLModel.metadata) == []
+    engine.dispose()
+
+
 def test_commands_that_read_an_old_database_ask_for_init_db(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = _engine(url)
