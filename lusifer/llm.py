@@ -78,6 +78,24 @@ def _response_format(request: ChatRequest) -> dict[str, Any] | None:
     }
 
 
+def chat_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of the chat completion request sent for ``request``.
+
+    One function builds it so that an audit can tell which HTTP request was which call.
+    """
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": r, "content": c} for r, c in request.messages],
+        "temperature": request.temperature,
+    }
+    response_format = _response_format(request)
+    if response_format is not None:
+        body["response_format"] = response_format
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    return body
+
+
 def classify_openai_error(err: Exception, model: str, base_url: str) -> Exception:
     """Map an ``openai`` exception onto Lusifer's transient/permanent errors."""
     if isinstance(err, openai.APITimeoutError):
@@ -177,20 +195,9 @@ class OpenAICompatibleModel:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _complete_once(self, request: ChatRequest) -> ChatResult:
-        extra: dict[str, Any] = {}
-        response_format = _response_format(request)
-        if response_format is not None:
-            extra["response_format"] = response_format
-        if request.max_tokens is not None:
-            extra["max_tokens"] = request.max_tokens
         started = time.perf_counter()
         try:
-            completion = self._client.chat.completions.create(
-                model=request.model,
-                messages=[{"role": r, "content": c} for r, c in request.messages],  # type: ignore[misc]
-                temperature=request.temperature,
-                **extra,
-            )
+            completion = self._client.chat.completions.create(**chat_body(request))
         except openai.OpenAIError as err:
             raise classify_openai_error(err, request.model, self.base_url) from None
         latency = time.perf_counter() - started
