@@ -34,6 +34,8 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     fault: FaultKind | None = None
     delay_s: float = 0.0
+    # The request log entry of this reply, to note whether the answer reached the client.
+    entry: dict[str, Any] | None = None
 
 
 def _error(status: int, message: str, code: str | None) -> Reply:
@@ -57,17 +59,19 @@ def handle_api(
 ) -> Reply:
     """Decide the answer to an OpenAI route and log it (without the key)."""
     reply = _route(state, method, path, raw, authorization)
-    state.record(
-        {
-            "path": path,
-            "method": method,
-            "body_sha256": body_sha256(raw),
-            "status": reply.status,
-            "fault": reply.fault,
-            "auth": authorization is not None,
-            "ts": time.time(),
-        }
-    )
+    reply.entry = {
+        "path": path,
+        "method": method,
+        "body_sha256": body_sha256(raw),
+        "status": reply.status,
+        "fault": reply.fault,
+        "auth": authorization is not None,
+        "ts": time.time(),
+        # Set once the answer is written (True) or found unwanted (False): a client killed
+        # while it waited never got the answer, whatever the status says.
+        "delivered": None,
+    }
+    state.record(reply.entry)
     return reply
 
 

@@ -356,6 +356,24 @@ def test_request_log_hashes_bodies_and_never_keeps_the_key(stub: StubServer) -> 
     assert stub.chat_request_count() == 2
 
 
+def test_the_log_says_whether_an_answer_reached_its_client(stub: StubServer) -> None:
+    body = {"messages": messages("hi"), "model": MODEL}
+    post_chat(stub, body)
+    stub.update(latency_s=1.0)
+    # A client that gives up while the answer is delayed (a timeout, or a killed worker).
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{stub.base_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=0.2,
+        )
+    deadline = time.monotonic() + 5
+    while stub.requests()[-1]["delivered"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(e["status"], e["delivered"]) for e in stub.requests()] == [(200, True), (200, False)]
+
+
 def test_reset_and_config_over_http(stub: StubServer) -> None:
     post_chat(stub, {"model": MODEL, "messages": messages("hi")})
     assert HTTP.post(f"{stub.url}/_stub/reset").json() == {"ok": True}
