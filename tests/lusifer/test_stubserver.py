@@ -297,10 +297,16 @@ def test_wrong_keys_fault_renames_one_and_drops_one(
     assert len(bad) == len(good) - 1
 
 
-def test_out_of_range_fault_has_a_7_and_a_3_5(stub: StubServer, client: openai.OpenAI) -> None:
+def test_out_of_range_fault_has_a_7_and_a_0(stub: StubServer, client: openai.OpenAI) -> None:
     good, bad = (json.loads(t) for t in correct_and_faulted(stub, client, "out_of_range"))
     assert set(bad) == set(good)
-    assert 7 in bad.values() and 3.5 in bad.values()
+    assert 7 in bad.values() and 0 in bad.values()
+
+
+def test_non_integer_fault_has_a_3_5_and_a_word(stub: StubServer, client: openai.OpenAI) -> None:
+    good, bad = (json.loads(t) for t in correct_and_faulted(stub, client, "non_integer"))
+    assert set(bad) == set(good)
+    assert 3.5 in bad.values() and "four" in bad.values()
 
 
 def test_missing_keys_fault_drops_half(stub: StubServer, client: openai.OpenAI) -> None:
@@ -330,7 +336,7 @@ def test_fault_rate_draws_are_reproducible_from_the_seed() -> None:
 
 
 def test_faults_default_to_every_kind() -> None:
-    assert StubConfig().faults == list(FAULT_KINDS) and len(FAULT_KINDS) == 10
+    assert StubConfig().faults == list(FAULT_KINDS) and len(FAULT_KINDS) == 11
 
 
 # --- request log and control routes -------------------------------------------------------
