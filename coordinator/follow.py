@@ -26,7 +26,7 @@ from sqlmodel import Session, col, select
 
 from coordinator.lost import resend_lost
 from lusifer.db import session_scope
-from lusifer.dispatch import BROKER_ERRORS, take_and_send
+from lusifer.dispatch import BROKER_ERRORS, ping_broker, take_and_send
 from lusifer.errors import LusiferError
 from lusifer.jobstore import release_stale
 from lusifer.tables import Job, JobKind, JobState, Run
@@ -110,6 +110,9 @@ class _Dispatcher:
         """One round of sending; a broker error is reported once and retried next round."""
         now = time.monotonic()
         try:
+            if self.down_since is not None:
+                # A round with nothing to send proves nothing: ask the broker itself.
+                ping_broker(self.app)
             enqueue_ready(self.engine, self.app, self.run_id, self.queue)
             if now - self.last_lost_check > max(1.0, min(30.0, self.grace_s / 2)):
                 self.last_lost_check = now

@@ -54,6 +54,12 @@ def take_and_send(
     return len(taken)
 
 
+def ping_broker(app: Celery) -> None:
+    """Connect to the broker once; raise one of ``BROKER_ERRORS`` when it is unreachable."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, interval_start=0, timeout=5)
+
+
 def job_id_of(raw: bytes | str) -> str | None:
     """The job id a raw Redis queue entry carries, or None if it is no Lusifer job message."""
     try:

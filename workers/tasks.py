@@ -127,7 +127,9 @@ def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -
         # The job itself is done; its follow-ups went back to pending and the coordinator's
         # sweep sends them once the broker is back.
         log.warning(
-            "could not hand on the follow-ups of %s (%s); the coordinator will", job_id, err
+            "could not hand on the follow-ups of %s (%s); the coordinator sends them later",
+            job_id,
+            err,
         )
 
 

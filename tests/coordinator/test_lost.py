@@ -18,7 +18,7 @@ from coordinator.lost import lost_job_ids, resend_lost
 from lusifer.celery_app import make_celery
 from lusifer.db import create_tables, get_engine, session_scope, upsert
 from lusifer.dispatch import BROKER_ERRORS
-from lusifer.jobstore import claim_job, requeue_job
+from lusifer.jobstore import claim_job, finish_job, requeue_job
 from lusifer.settings import Settings
 from lusifer.tables import Job, JobState, utcnow
 
@@ -170,3 +170,17 @@ def test_the_follow_loop_rides_out_a_broker_outage(engine: Engine) -> None:
     assert "broker reachable again" in out.getvalue()
     assert _state(engine, 5) == JobState.QUEUED
     assert _sent(dispatcher.app, "outage") == ["r/u1/5/rating/0"]
+
+
+def test_recovery_is_announced_only_when_the_broker_answers(engine: Engine) -> None:
+    out = io.StringIO()
+    down = make_celery(Settings(queue="quiet-outage"), broker_url="redis://127.0.0.1:1/0")
+    dispatcher = _Dispatcher(engine, down, "r", "quiet-outage", Console(file=out), GRACE_S)
+    dispatcher.tick()
+    assert "broker unreachable" in out.getvalue()
+    finish_job(engine, "r/u1/5/rating/0", JobState.DONE)
+    dispatcher.tick()  # nothing to send: the broker must still be asked
+    assert "reachable again" not in out.getvalue()
+    dispatcher.app = _memory_app("quiet-outage")
+    dispatcher.tick()
+    assert "reachable again" in out.getvalue()
