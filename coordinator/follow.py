@@ -113,6 +113,11 @@ class _Dispatcher:
             if self.down_since is not None:
                 # A round with nothing to send proves nothing: ask the broker itself.
                 ping_broker(self.app)
+                self.console.print(
+                    f"[green]broker reachable again[/] after {now - self.down_since:.0f} s; "
+                    f"jobs it lost are sent again after {self.grace_s:g} s"
+                )
+                self.down_since = None
             enqueue_ready(self.engine, self.app, self.run_id, self.queue)
             if now - self.last_lost_check > max(1.0, min(30.0, self.grace_s / 2)):
                 self.last_lost_check = now
@@ -130,13 +135,6 @@ class _Dispatcher:
                     f"[yellow]broker unreachable ({reason}); following the run from the "
                     "database and retrying[/]"
                 )
-            return
-        if self.down_since is not None:
-            self.console.print(
-                f"[green]broker reachable again[/] after {now - self.down_since:.0f} s; "
-                f"jobs it lost are sent again after {self.grace_s:g} s"
-            )
-            self.down_since = None
 
 
 class _RateColumn(ProgressColumn):

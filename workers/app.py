@@ -11,4 +11,7 @@ from workers.tasks import register_tasks
 _settings = get_settings()
 logging.basicConfig(level=_settings.log_level)
 app = make_celery(_settings)
+# A worker outlives a broker outage of any length (a Redis restart, a network cut): it keeps
+# reconnecting instead of exiting after a few tries, and takes up the queue again afterwards.
+app.conf.broker_connection_max_retries = None
 register_tasks(app)

@@ -160,7 +160,8 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
 
             target = done() + 3
             _wait_until(lambda: done() >= target, "progress before the Redis restart")
-            broker.restart(down_s=3.0)
+            # Down long enough for a worker that gave up reconnecting to have exited.
+            broker.restart(down_s=15.0)
             mayhem.redis_restarts += 1
             mayhem.done_at_each_event.append(done())
             # The coordinator rides out the outage and re-sends the jobs whose messages died
@@ -172,6 +173,7 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
             target = done() + 3
             _wait_until(lambda: done() >= target, "progress after the Redis restart")
             assert coordinator.poll() is None, coordinator_log.read_text(errors="replace")
+            assert steady.poll() is None and victim.poll() is None, "a worker died in the outage"
 
             coordinator.send_signal(signal.SIGKILL)
             coordinator.wait(10)
