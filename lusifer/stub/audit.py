@@ -21,6 +21,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from sqlalchemy import Engine, func
@@ -68,7 +69,13 @@ def _recorded_at(engine: Engine, run_id: str) -> dict[str, float]:
             .where(CallUse.run_id == run_id)
             .distinct()
         ).all()
-    return {request_hash(request_json): created.timestamp() for request_json, created in rows}
+    # SQLite hands back naive datetimes; they were written in UTC.
+    return {
+        request_hash(request_json): (
+            created if created.tzinfo else created.replace(tzinfo=UTC)
+        ).timestamp()
+        for request_json, created in rows
+    }
 
 
 def _result_counts(engine: Engine, run_id: str) -> tuple[int, int, int]:
