@@ -69,6 +69,9 @@ def run(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model name at the endpoint")] = None,
     temperature: Annotated[float, typer.Option()] = 0.0,
+    llm_timeout: Annotated[
+        float, typer.Option(help="Seconds before an LLM call counts as timed out (retried)")
+    ] = 120.0,
     structured_output: Annotated[
         str | None, typer.Option(help="json_schema | json_object | none")
     ] = None,
@@ -143,6 +146,7 @@ def run(
                     "base_url": endpoint,
                     "model": model_name,
                     "temperature": temperature,
+                    "timeout_s": llm_timeout,
                     "structured_output": output,
                     "price_prompt_per_mtok": price_prompt,
                     "price_completion_per_mtok": price_completion,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from celery import Celery
 from rich.console import Console
@@ -23,10 +24,11 @@ from rich.text import Text
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from lusifer.celery_app import send_jobs
+from coordinator.lost import resend_lost
 from lusifer.db import session_scope
+from lusifer.dispatch import BROKER_ERRORS, ping_broker, take_and_send
 from lusifer.errors import LusiferError
-from lusifer.jobstore import release_stale, take_for_queue
+from lusifer.jobstore import release_stale
 from lusifer.tables import Job, JobKind, JobState, Run, utcnow
 
 
@@ -63,10 +65,7 @@ def ready_job_ids(engine: Engine, run_id: str) -> list[str]:
 
 def enqueue_ready(engine: Engine, app: Celery, run_id: str, queue: str) -> int:
     """Queue every ready job of a run that nobody queued yet; return how many."""
-    taken = take_for_queue(engine, ready_job_ids(engine, run_id), [JobState.PENDING])
-    if taken:
-        send_jobs(app, taken, queue)
-    return len(taken)
+    return take_and_send(engine, app, ready_job_ids(engine, run_id), queue, [JobState.PENDING])
 
 
 def reset_unfinished(engine: Engine, run_id: str, *, include_running: bool) -> int:
@@ -97,6 +96,50 @@ def set_run_status(engine: Engine, run_id: str, status: str) -> None:
         )
 
 
+@dataclass
+class _Dispatcher:
+    """Sends ready jobs and re-sends lost ones; rides out a broker outage with a message."""
+
+    engine: Engine
+    app: Celery
+    run_id: str
+    queue: str
+    console: Console
+    grace_s: float
+    down_since: float | None = None
+    last_lost_check: float = 0.0
+
+    def tick(self) -> None:
+        """One round of sending; a broker error is reported once and retried next round."""
+        now = time.monotonic()
+        try:
+            if self.down_since is not None:
+                # A round with nothing to send proves nothing: ask the broker itself.
+                ping_broker(self.app)
+                self.console.print(
+                    f"[green]broker reachable again[/] after {now - self.down_since:.0f} s; "
+                    f"jobs it lost are sent again after {self.grace_s:g} s"
+                )
+                self.down_since = None
+            enqueue_ready(self.engine, self.app, self.run_id, self.queue)
+            if now - self.last_lost_check > max(1.0, min(30.0, self.grace_s / 2)):
+                self.last_lost_check = now
+                resent = resend_lost(self.engine, self.app, self.run_id, self.queue, self.grace_s)
+                if resent:
+                    self.console.print(
+                        f"sent {resent} queued jobs again: the broker no longer held their "
+                        f"messages after {self.grace_s:g} s"
+                    )
+        except BROKER_ERRORS as err:
+            if self.down_since is None:
+                self.down_since = now
+                reason = " ".join(str(err).split())[:200] or type(err).__name__
+                self.console.print(
+                    f"[yellow]broker unreachable ({reason}); following the run from the "
+                    "database and retrying[/]"
+                )
+
+
 class _RateColumn(ProgressColumn):
     """Jobs per second."""
 
@@ -115,10 +158,12 @@ def follow(
     console: Console,
     *,
     lease_s: float,
+    requeue_grace_s: float,
     poll_s: float = 0.5,
     health_check: Callable[[], None] | None = None,
 ) -> None:
     """Enqueue ready jobs and show progress until every job is done or failed."""
+    dispatcher = _Dispatcher(engine, app, run_id, queue, console, requeue_grace_s)
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description:<9}"),
@@ -147,7 +192,7 @@ def follow(
                 run = session.get(Run, run_id)
                 if run is not None and run.status == "failed":
                     raise RunStopped(f"run {run_id} stopped: {run.error}")
-            enqueue_ready(engine, app, run_id, queue)
+            dispatcher.tick()
             counts = job_counts(engine, run_id)
             unfinished = 0
             for kind, bar in bars.items():

@@ -207,6 +207,7 @@ def _follow_and_report(
         services.queue,
         console,
         lease_s=settings.job_lease_s,
+        requeue_grace_s=settings.requeue_grace_s,
         health_check=services.health_check,
     )
     results = aggregate_run(services.engine, run_id, config.folds)

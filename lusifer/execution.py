@@ -69,17 +69,19 @@ def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMo
             )
 
     try:
-        build_profile(
+        steps = build_profile(
             recorded,
             ctx.prompts,
             ctx.config.llm,
             user_info=ctx.user_info[job.user_id],
             batches=batches,
             on_step=store,
+            # At least one re-ask, as the paper's method had; more when the run allows more.
+            max_reask=max(1, ctx.config.max_reask),
         )
     except OutputValidationError as err:
         return JobOutcome(error=str(err), raw_output=err.raw_text, new_calls=recorded.new_calls)
-    return JobOutcome(new_calls=recorded.new_calls)
+    return JobOutcome(reasks=sum(s.reasks for s in steps), new_calls=recorded.new_calls)
 
 
 def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str | None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, or_, update
+from sqlalchemy import ColumnElement, Engine, and_, or_, update
 from sqlmodel import Session, col, select
 
 from lusifer.db import session_scope
@@ -71,29 +71,52 @@ def finish_job(
         )
 
 
-def requeue_job(engine: Engine, job_id: str, error: str | None = None) -> None:
-    """Put a running job back to queued (it will be retried)."""
+def requeue_job(
+    engine: Engine, job_id: str, error: str | None = None, *, due_in_s: float = 0.0
+) -> None:
+    """Put a running job back to queued (it will be retried in ``due_in_s`` seconds).
+
+    A queued job's ``updated_at`` is when its message is due: a retry held back by a countdown
+    is not taken for lost before its countdown has passed (see ``queued_since``).
+    """
     with session_scope(engine) as session:
         session.execute(
             update(Job)
             .where(col(Job.id) == job_id, col(Job.state) == JobState.RUNNING)
-            .values(state=JobState.QUEUED, error=error, updated_at=utcnow())
+            .values(
+                state=JobState.QUEUED,
+                error=error,
+                updated_at=utcnow() + timedelta(seconds=due_in_s),
+            )
         )
 
 
-def take_for_queue(engine: Engine, job_ids: Sequence[str], from_states: Sequence[str]) -> list[Job]:
+def take_for_queue(
+    engine: Engine,
+    job_ids: Sequence[str],
+    from_states: Sequence[str],
+    *,
+    updated_before: datetime | None = None,
+) -> list[Job]:
     """Move jobs from ``from_states`` to queued; return only those this caller moved.
 
     The conditional UPDATE ... RETURNING makes two callers (a worker handing on follow-ups and
-    the coordinator's sweep) never send the same job twice.
+    the coordinator's sweep) never send the same job twice. With ``updated_before`` only jobs
+    untouched since then move: a lost job is sent again at most once per grace period.
     """
     taken: list[Job] = []
     with session_scope(engine) as session:
         for start in range(0, len(job_ids), 500):
             part = list(job_ids[start : start + 500])
+            conditions: list[ColumnElement[bool]] = [
+                col(Job.id).in_(part),
+                col(Job.state).in_(list(from_states)),
+            ]
+            if updated_before is not None:
+                conditions.append(col(Job.updated_at) < updated_before)
             rows = session.execute(
                 update(Job)
-                .where(col(Job.id).in_(part), col(Job.state).in_(list(from_states)))
+                .where(*conditions)
                 .values(state=JobState.QUEUED, updated_at=utcnow())
                 .returning(col(Job.id), col(Job.kind))
             ).all()
@@ -102,6 +125,28 @@ def take_for_queue(engine: Engine, job_ids: Sequence[str], from_states: Sequence
                 for row in rows
             )
     return taken
+
+
+def return_to_pending(engine: Engine, job_ids: Sequence[str]) -> int:
+    """Put queued jobs whose messages could not be sent back to pending, to be sent later."""
+    with session_scope(engine) as session:
+        result = session.execute(
+            update(Job)
+            .where(col(Job.id).in_(list(job_ids)), col(Job.state) == JobState.QUEUED)
+            .values(state=JobState.PENDING, updated_at=utcnow())
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def queued_since(engine: Engine, run_id: str, cutoff: datetime) -> list[str]:
+    """Queued jobs of a run whose message was due before ``cutoff`` and that nobody claimed."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(Job.id).where(
+                Job.run_id == run_id, Job.state == JobState.QUEUED, col(Job.updated_at) < cutoff
+            )
+        ).all()
+        return list(rows)
 
 
 def ready_followups(engine: Engine, job_id: str) -> list[str]:

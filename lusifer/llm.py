@@ -84,7 +84,10 @@ def _response_format(request: ChatRequest) -> dict[str, Any] | None:
 
 
 def request_body(request: ChatRequest) -> dict[str, Any]:
-    """The JSON body of ``POST /chat/completions`` for a request (online and in a batch)."""
+    """The JSON body of ``POST /chat/completions`` for a request (online and in a batch).
+
+    One function builds it so that an audit can tell which HTTP request was which call.
+    """
     body: dict[str, Any] = {
         "model": request.model,
         "messages": [{"role": r, "content": c} for r, c in request.messages],

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
         description="A running job whose heartbeat (every LLM call) is older than this is "
         "taken to be orphaned by a dead worker and may be claimed again.",
     )
+    requeue_grace_s: int = Field(
+        default=120,
+        description="A queued job nobody claimed for this long whose message the broker no "
+        "longer holds (a restart without persistence, a killed worker) is sent again.",
+    )
     worker_concurrency: int = Field(default=8, description="Threads per worker process.")
     job_max_retries: int = Field(
         default=8, description="Celery retries of a job after transient LLM errors."

@@ -50,6 +50,7 @@ class ProfileStepResult:
     profile: str
     explanation: str
     call_key: str
+    reasks: int = 0  # format re-asks this step needed
 
 
 @dataclass
@@ -75,8 +76,32 @@ def profile_step(
     user_info: str,
     batch: Sequence[RatedItem],
     profile: str | None,
+    max_reask: int = 1,
 ) -> tuple[ProfileAnswer, str]:
     """Write a first profile (``profile is None``) or update one; return it and the call key."""
+    answer, key, _reasks = counted_profile_step(
+        llm,
+        prompts,
+        config,
+        user_info=user_info,
+        batch=batch,
+        profile=profile,
+        max_reask=max_reask,
+    )
+    return answer, key
+
+
+def counted_profile_step(
+    llm: ChatModel,
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    batch: Sequence[RatedItem],
+    profile: str | None,
+    max_reask: int = 1,
+) -> tuple[ProfileAnswer, str, int]:
+    """``profile_step`` that also says how many format re-asks it took."""
     if profile is None:
         user = prompts.render("profile_first", user_info=user_info, ratings=_rated(batch))
     else:
@@ -100,22 +125,24 @@ def profile_step(
         ),
         structured_output=config.structured_output,
     )
-    result = llm.complete(request)
-    try:
-        return parse_profile(result.text), request.cache_key()
-    except OutputValidationError:
-        # One re-ask, in the same conversation, for the format alone.
-        retry = request.model_copy(
-            update={
-                "messages": (
-                    *messages,
-                    ("assistant", result.text),
-                    ("user", 'Answer only with a JSON object {"profile": ..., "change": ...}.'),
-                )
-            }
-        )
-        second = llm.complete(retry)
-        return parse_profile(second.text), retry.cache_key()
+    for reasks in range(max_reask + 1):
+        result = llm.complete(request)
+        try:
+            return parse_profile(result.text), request.cache_key(), reasks
+        except OutputValidationError:
+            if reasks == max_reask:
+                raise
+            # Re-ask in the same conversation, for the format alone.
+            request = request.model_copy(
+                update={
+                    "messages": (
+                        *request.messages,
+                        ("assistant", result.text),
+                        ("user", 'Answer only with a JSON object {"profile": ..., "change": ...}.'),
+                    )
+                }
+            )
+    raise AssertionError("unreachable: the last attempt returns or raises")  # pragma: no cover
 
 
 def build_profile(
@@ -126,14 +153,22 @@ def build_profile(
     user_info: str,
     batches: Sequence[Sequence[RatedItem]],
     on_step: Callable[[ProfileStepResult], None] | None = None,
+    max_reask: int = 1,
 ) -> list[ProfileStepResult]:
     """Build a profile from chronological batches: the first writes it, each next updates it."""
     steps: list[ProfileStepResult] = []
     profile: str | None = None
     for index, batch in enumerate(batches):
+        reasks = 0
         try:
-            answer, key = profile_step(
-                llm, prompts, config, user_info=user_info, batch=batch, profile=profile
+            answer, key, reasks = counted_profile_step(
+                llm,
+                prompts,
+                config,
+                user_info=user_info,
+                batch=batch,
+                profile=profile,
+                max_reask=max_reask,
             )
         except OutputValidationError as err:
             if profile is None:
@@ -149,6 +184,7 @@ def build_profile(
             profile=answer.profile,
             explanation=answer.change,
             call_key=key,
+            reasks=reasks,
         )
         steps.append(step)
         if on_step is not None:

@@ -11,15 +11,10 @@ from celery import Celery, Task
 from sqlalchemy.exc import SQLAlchemyError
 
 from lusifer.baseline_jobs import execute_baseline_job
-from lusifer.celery_app import (
-    BASELINE_TASK,
-    ENV_STEP_TASK,
-    PROFILE_TASK,
-    RATING_TASK,
-    send_jobs,
-)
+from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
 from lusifer.config import LLMConfig
 from lusifer.db import get_engine
+from lusifer.dispatch import BROKER_ERRORS, take_and_send
 from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
@@ -32,7 +27,6 @@ from lusifer.jobstore import (
     ready_followups,
     requeue_job,
     run_status,
-    take_for_queue,
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.runs import load_run_context
@@ -96,14 +90,13 @@ def run_job(task: Task, job_id: str) -> str:
             finish_job(engine, job_id, JobState.FAILED, error=f"gave up after retries: {err}")
             _fail_dependents(engine, job_id, task.app, settings)
             return "failed"
-        requeue_job(engine, job_id, str(err))
         delay = min(300.0, (2**task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
+        countdown = max(delay, err.retry_after or 0.0)
+        # Queued until the countdown ends: the coordinator does not take it for lost before.
+        requeue_job(engine, job_id, str(err), due_in_s=countdown)
         # Celery's own limit must not cut in before ours: past it, retry() raises and the
         # job would be left queued with no message.
-        raise task.retry(
-            countdown=max(delay, err.retry_after or 0.0),
-            max_retries=settings.job_max_retries + 1,
-        ) from None
+        raise task.retry(countdown=countdown, max_retries=settings.job_max_retries + 1) from None
     except PermanentLLMError as err:
         finish_job(engine, job_id, JobState.FAILED, error=str(err))
         fail_run(engine, job.run_id, str(err))
@@ -128,9 +121,18 @@ def run_job(task: Task, job_id: str) -> str:
 
 
 def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
-    taken = take_for_queue(engine, ready_followups(engine, job_id), [JobState.PENDING])
-    if taken:
-        send_jobs(app, taken, settings.queue)
+    try:
+        take_and_send(
+            engine, app, ready_followups(engine, job_id), settings.queue, [JobState.PENDING]
+        )
+    except BROKER_ERRORS as err:
+        # The job itself is done; its follow-ups went back to pending and the coordinator's
+        # sweep sends them once the broker is back.
+        log.warning(
+            "could not hand on the follow-ups of %s (%s); the coordinator sends them later",
+            job_id,
+            err,
+        )
 
 
 def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings) -> None:

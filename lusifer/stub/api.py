@@ -36,17 +36,19 @@ def handle_api(
 ) -> Reply:
     """Decide the answer to an OpenAI route and log it (without the key)."""
     reply = _route(state, method, path, raw, authorization, content_type)
-    state.record(
-        {
-            "path": path,
-            "method": method,
-            "body_sha256": body_sha256(raw),
-            "status": reply.status,
-            "fault": reply.fault,
-            "auth": authorization is not None,
-            "ts": time.time(),
-        }
-    )
+    reply.entry = {
+        "path": path,
+        "method": method,
+        "body_sha256": body_sha256(raw),
+        "status": reply.status,
+        "fault": reply.fault,
+        "auth": authorization is not None,
+        "ts": time.time(),
+        # Set once the answer is written (True) or found unwanted (False): a client killed
+        # while it waited never got the answer, whatever the status says.
+        "delivered": None,
+    }
+    state.record(reply.entry)
     return reply
 
 

@@ -17,6 +17,7 @@ FaultKind = Literal[
     "wrong_keys",
     "out_of_range",
     "missing_keys",
+    "non_integer",
 ]
 FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
 

@@ -99,7 +99,11 @@ def corrupt(kind: FaultKind, answer: JsonDict) -> str:
     elif kind == "out_of_range" and keys:
         ratings[keys[0]] = 7
         if len(keys) > 1:
-            ratings[keys[1]] = 3.5
+            ratings[keys[1]] = 0
+    elif kind == "non_integer" and keys:
+        ratings[keys[0]] = 3.5
+        if len(keys) > 1:
+            ratings[keys[1]] = "four"
     elif kind == "missing_keys" and keys:
         for key in keys[len(keys) - max(1, len(keys) // 2) :]:
             del ratings[key]

@@ -24,6 +24,8 @@ class Reply:
     delay_s: float = 0.0
     raw: bytes | None = None
     content_type: str = "application/json"
+    # The request log entry of this reply, to note whether the answer reached the client.
+    entry: dict[str, Any] | None = None
 
 
 def error_reply(status: int, message: str, code: str | None) -> Reply:

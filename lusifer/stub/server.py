@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import select
 import socket
 import socketserver
 import struct
@@ -63,8 +64,34 @@ class _Handler(BaseHTTPRequestHandler):
             state.stopping.wait(reply.delay_s)
         if reply.status is None:
             self._drop()
-        else:
+            return
+        if self._client_gone():
+            # The client hung up while the answer was delayed (timed out, or was killed).
+            self._note(state, reply, delivered=False)
+            self.close_connection = True
+            return
+        try:
             self._send(reply)
+        except OSError:
+            self._note(state, reply, delivered=False)
+            raise
+        self._note(state, reply, delivered=True)
+
+    @staticmethod
+    def _note(state: StubState, reply: Reply, *, delivered: bool) -> None:
+        if reply.entry is not None:
+            state.mark(reply.entry, delivered=delivered)
+
+    def _client_gone(self) -> bool:
+        """Whether the client closed its end: readable with nothing to read, or reset."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            if not readable:
+                return False
+            peeked: bytes = self.connection.recv(1, socket.MSG_PEEK)
+            return peeked == b""
+        except OSError:
+            return True
 
     def _send(self, reply: Reply) -> None:
         data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()

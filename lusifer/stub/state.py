@@ -57,6 +57,11 @@ class StubState:
         with self._lock:
             self._log.append(entry)
 
+    def mark(self, entry: dict[str, Any], **fields: Any) -> None:
+        """Update fields of a logged entry (under the lock readers copy the log with)."""
+        with self._lock:
+            entry.update(fields)
+
     def requests(self) -> list[dict[str, Any]]:
         """A copy of the request log, oldest first."""
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,9 @@ from typing import Any
 
 import httpx
 import psycopg
+import redis
+
+from coordinator.local import worker_command
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_DB = 11
@@ -52,6 +56,11 @@ class Stub:
     def chat_count(self) -> int:
         """Chat completion requests served so far."""
         return sum(1 for r in self.requests() if r["path"].endswith("/chat/completions"))
+
+    def reset(self) -> None:
+        """Clear the request log and restart the fault sequence."""
+        root = self.base_url.removesuffix("/v1")
+        httpx.post(f"{root}/_stub/reset", timeout=10).raise_for_status()
 
     def configure(self, **fields: Any) -> None:
         """Change latency or faults at run time."""
@@ -114,6 +123,37 @@ class Workers:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
+def start_worker(
+    env: dict[str, str], log: Path, threads: int = 4, name: str = "it"
+) -> subprocess.Popen[bytes]:
+    """Start one worker process the way the product does, its output going to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [
+                *worker_command(env["LUSIFER_QUEUE"], threads),
+                *("--loglevel", "INFO", "--hostname", f"{name}-{secrets.token_hex(3)}@%h"),
+                *("--without-gossip", "--without-mingle"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM (a warm shutdown for workers) every live process, SIGKILL what outlives it."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 @contextmanager
 def celery_workers(
     env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4
@@ -125,45 +165,10 @@ def celery_workers(
         for index in range(count):
             log = log_dir / f"worker-{index}-{secrets.token_hex(2)}.log"
             logs.append(log)
-            with log.open("wb") as out:
-                processes.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "workers.app",
-                            "worker",
-                            "--pool",
-                            "threads",
-                            "--concurrency",
-                            str(threads),
-                            "-Q",
-                            env["LUSIFER_QUEUE"],
-                            "--loglevel",
-                            "INFO",
-                            "--hostname",
-                            f"it{index}-{secrets.token_hex(3)}@%h",
-                            "--without-gossip",
-                            "--without-mingle",
-                        ],
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    )
-                )
+            processes.append(start_worker(env, log, threads, name=f"it{index}"))
         yield Workers(processes, logs)
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        for process in processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
 
 
 def run_cli(
@@ -178,3 +183,86 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A `redis-server` of the test's own, on its own port, that a test may stop and restart.
+
+    Without persistence (no RDB snapshot, no AOF) a restart loses every queued message: the
+    harder case for the product, which must notice and send those jobs again.
+    """
+
+    def __init__(self, work_dir: Path, *, persistent: bool = False) -> None:
+        self.port = free_port()
+        self.work_dir = work_dir
+        self.persistent = persistent
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        """The broker URL of this server (database 0)."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers PING."""
+        persistence = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.persistent
+            else ["--save", "", "--appendonly", "no"]
+        )
+        self.process = subprocess.Popen(
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--dir", str(self.work_dir), *persistence),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if client.ping():
+                    return
+            except redis.ConnectionError:
+                pass
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM: with persistence it writes its data first)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        self.process = None
+
+    def restart(self, down_s: float = 2.0) -> None:
+        """Stop, stay down for ``down_s`` seconds, and start again on the same port."""
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+        self.restarts += 1
+
+
+@contextmanager
+def redis_server(work_dir: Path, *, persistent: bool = False) -> Iterator[RedisServer]:
+    """A private Redis for the duration of a test."""
+    server = RedisServer(work_dir, persistent=persistent)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

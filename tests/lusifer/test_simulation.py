@@ -280,3 +280,19 @@ def test_grammar_servers_are_asked_for_a_non_empty_profile(prompts: PromptSet) -
         schema = model.requests[0].json_schema
         assert schema is not None
         assert ("minLength" in schema["properties"]["profile"]) is has_lengths
+
+
+def test_profile_format_re_asks_are_bounded_and_counted(prompts: PromptSet) -> None:
+    good = json.dumps({"profile": "Likes family comedies.", "change": "First profile."})
+    answers = iter(["Sure! {not json", '{"profile": 7}', good, good, good])
+    model = FakeChatModel(lambda _request: next(answers))
+    steps = build_profile(
+        model, prompts, CONFIG, user_info=USER_INFO, batches=_batches(), max_reask=2
+    )
+    assert [s.reasks for s in steps] == [2, 0, 0]
+    # Each re-ask continues the conversation, so it is a new call, never a repeated one.
+    assert len({r.cache_key() for r in model.requests}) == len(model.requests)
+    bad = FakeChatModel(lambda _request: "no JSON here")
+    with pytest.raises(OutputValidationError):
+        build_profile(bad, prompts, CONFIG, user_info=USER_INFO, batches=_batches(), max_reask=2)
+    assert len(bad.requests) == 3

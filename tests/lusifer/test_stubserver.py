@@ -297,10 +297,16 @@ def test_wrong_keys_fault_renames_one_and_drops_one(
     assert len(bad) == len(good) - 1
 
 
-def test_out_of_range_fault_has_a_7_and_a_3_5(stub: StubServer, client: openai.OpenAI) -> None:
+def test_out_of_range_fault_has_a_7_and_a_0(stub: StubServer, client: openai.OpenAI) -> None:
     good, bad = (json.loads(t) for t in correct_and_faulted(stub, client, "out_of_range"))
     assert set(bad) == set(good)
-    assert 7 in bad.values() and 3.5 in bad.values()
+    assert 7 in bad.values() and 0 in bad.values()
+
+
+def test_non_integer_fault_has_a_3_5_and_a_word(stub: StubServer, client: openai.OpenAI) -> None:
+    good, bad = (json.loads(t) for t in correct_and_faulted(stub, client, "non_integer"))
+    assert set(bad) == set(good)
+    assert 3.5 in bad.values() and "four" in bad.values()
 
 
 def test_missing_keys_fault_drops_half(stub: StubServer, client: openai.OpenAI) -> None:
@@ -330,7 +336,7 @@ def test_fault_rate_draws_are_reproducible_from_the_seed() -> None:
 
 
 def test_faults_default_to_every_kind() -> None:
-    assert StubConfig().faults == list(FAULT_KINDS) and len(FAULT_KINDS) == 10
+    assert StubConfig().faults == list(FAULT_KINDS) and len(FAULT_KINDS) == 11
 
 
 # --- request log and control routes -------------------------------------------------------
@@ -354,6 +360,24 @@ def test_request_log_hashes_bodies_and_never_keeps_the_key(stub: StubServer) -> 
         assert KEY not in text
     assert json.loads(served) == log
     assert stub.chat_request_count() == 2
+
+
+def test_the_log_says_whether_an_answer_reached_its_client(stub: StubServer) -> None:
+    body = {"messages": messages("hi"), "model": MODEL}
+    post_chat(stub, body)
+    stub.update(latency_s=1.0)
+    # A client that gives up while the answer is delayed (a timeout, or a killed worker).
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{stub.base_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=0.2,
+        )
+    deadline = time.monotonic() + 5
+    while stub.requests()[-1]["delivered"] is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(e["status"], e["delivered"]) for e in stub.requests()] == [(200, True), (200, False)]
 
 
 def test_reset_and_config_over_http(stub: StubServer) -> None:
