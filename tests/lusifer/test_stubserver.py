@@ -409,8 +409,9 @@ def test_64_concurrent_requests_overlap_their_latency() -> None:
             elapsed = time.monotonic() - started
         assert statuses == [200] * 64
         assert stub.chat_request_count() == 64
-        # Serialised they would take 32 s; overlapping, a little over 0.5 s.
-        assert 0.5 <= elapsed < 2.0
+        # Serialised they would take 32 s; overlapping, a little over 0.5 s on a quiet machine.
+        # The bound is loose on purpose: a loaded CI machine must not fail a test of overlap.
+        assert 0.5 <= elapsed < 10.0
 
 
 @pytest.mark.timeout(60)
