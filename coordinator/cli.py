@@ -21,7 +21,14 @@ from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
 from lusifer.db import check_database, create_tables, get_engine
 from lusifer.errors import ConfigurationError
 
-THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
+THREADS_HELP = (
+    "Local mode: threads per worker, i.e. LLM calls in flight "
+    "(default 1 with the local model, else LUSIFER_WORKER_CONCURRENCY, 80)"
+)
+MAX_COST_HELP = (
+    "Stop calling the LLM when the run's recorded spend (at --price-*) reaches this many USD; "
+    "the run stays resumable"
+)
 COLUMNS_HELP = (
     "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
     "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
@@ -80,9 +87,26 @@ def run(
     overview_chars: Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")] = 600,
     price_prompt: Annotated[float, typer.Option(help="USD per 1M prompt tokens")] = 0.0,
     price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute to the endpoint, for all workers")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(help="Tokens per minute to the endpoint, for all workers")
+    ] = None,
+    rate_window: Annotated[
+        float, typer.Option(help="Seconds the --rpm/--tpm limits count over (60: per minute)")
+    ] = 60.0,
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    max_cost: Annotated[float | None, typer.Option(help=MAX_COST_HELP, min=0.0)] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan with estimated tokens and cost; call and write nothing",
+        ),
+    ] = False,
 ) -> None:
     """Run phase 1 (profiles) and phase 2 (ratings) and print the metrics per fold."""
     name = run_id or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -133,10 +157,22 @@ def run(
                     "structured_output": output,
                     "price_prompt_per_mtok": price_prompt,
                     "price_completion_per_mtok": price_completion,
+                    "rpm": rpm,
+                    "tpm": tpm,
+                    "rate_window_s": rate_window,
                 },
             }
         )
-        start_run(config, name, settings, console, workers=workers, threads=threads)
+        start_run(
+            config,
+            name,
+            settings,
+            console,
+            workers=workers,
+            threads=threads,
+            max_cost=max_cost,
+            dry_run=dry_run,
+        )
 
     guard(action, name)
 
@@ -146,10 +182,20 @@ def resume(
     run_id: str,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="A new cost cap in USD (a run stopped at its cap)", min=0.0)
+    ] = None,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
     guard(
-        lambda: resume_run(run_id, settings_or_fail(), console, workers=workers, threads=threads),
+        lambda: resume_run(
+            run_id,
+            settings_or_fail(),
+            console,
+            workers=workers,
+            threads=threads,
+            max_cost=max_cost,
+        ),
         run_id,
     )
 

@@ -14,8 +14,9 @@ from sqlmodel import Session, col
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
+from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
-from lusifer.tables import CallUse, Job, JobState, LLMCall, utcnow
+from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, utcnow
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,15 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
         prompt_tokens * config.price_prompt_per_mtok
         + completion_tokens * config.price_completion_per_mtok
     ) / 1_000_000
+
+
+def check_budget(engine: Engine, run_id: str) -> None:
+    """Raise ``BudgetExhausted`` when the run's recorded spend has reached its cost cap."""
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        spent, cap = (run.spent_usd, run.max_cost_usd) if run is not None else (0.0, None)
+    if cap is not None and spent >= cap:
+        raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
 
 
 class RecordedModel:
@@ -63,8 +73,10 @@ class RecordedModel:
                 cached_tokens=row.cached_tokens,
                 latency_s=0.0,
             )
+        check_budget(self._engine, self._context.run_id)
         result = self._model.complete(request)
         self.new_calls += 1
+        cost = call_cost(self._config, result.prompt_tokens, result.completion_tokens)
         with session_scope(self._engine) as session:
             upsert(
                 session,
@@ -79,13 +91,18 @@ class RecordedModel:
                         "completion_tokens": result.completion_tokens,
                         "cached_tokens": result.cached_tokens,
                         "latency_s": result.latency_s,
-                        "cost_usd": call_cost(
-                            self._config, result.prompt_tokens, result.completion_tokens
-                        ),
+                        "cost_usd": cost,
                     }
                 ],
                 keys=["key"],
             )
+            if cost > 0:
+                # In the call's own transaction: the spend the cost cap is checked against.
+                session.execute(
+                    update(Run)
+                    .where(col(Run.id) == self._context.run_id)
+                    .values(spent_usd=Run.spent_usd + cost)
+                )
         self._record_use(key, cached=False, retries=result.retries)
         return result
 

@@ -21,6 +21,7 @@ from tenacity.wait import wait_random_exponential
 
 from lusifer.config import StructuredOutput
 from lusifer.errors import PermanentLLMError, TransientLLMError
+from lusifer.ratelimit import RateLimiter, estimate_tokens
 
 
 class ChatRequest(BaseModel):
@@ -149,10 +150,15 @@ class OpenAICompatibleModel:
         timeout_s: float = 120.0,
         attempts: int = 5,
         backoff_max_s: float = 30.0,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.base_url = base_url
+        self._limiter = limiter
         self._attempts = attempts
         self._backoff_max_s = backoff_max_s
+        # One client serves every thread of a worker (its HTTP pool is thread-safe). The SDK's
+        # pool allows 1000 connections (100 kept alive), far above a worker's 64 threads, so
+        # it does not cap the calls in flight.
         # The SDK's own retries are off: retries here are counted and classified.
         self._client = openai.OpenAI(
             base_url=base_url,
@@ -183,6 +189,10 @@ class OpenAICompatibleModel:
             extra["response_format"] = response_format
         if request.max_tokens is not None:
             extra["max_tokens"] = request.max_tokens
+        grant = None
+        if self._limiter is not None:
+            chars = sum(len(content) for _, content in request.messages)
+            grant = self._limiter.acquire(estimate_tokens(chars, request.max_tokens))
         started = time.perf_counter()
         try:
             completion = self._client.chat.completions.create(
@@ -192,7 +202,15 @@ class OpenAICompatibleModel:
                 **extra,
             )
         except openai.OpenAIError as err:
-            raise classify_openai_error(err, request.model, self.base_url) from None
+            error = classify_openai_error(err, request.model, self.base_url)
+            if self._limiter is not None and grant is not None:
+                # A failed call still counts as a request, but used no tokens.
+                self._limiter.settle(grant, 0)
+                if isinstance(err, openai.RateLimitError):
+                    # Every worker waits out the server's Retry-After, not only this thread.
+                    wait = error.retry_after if isinstance(error, TransientLLMError) else None
+                    self._limiter.pause(wait or 1.0)
+            raise error from None
         latency = time.perf_counter() - started
         if not completion.choices:
             raise TransientLLMError("LLM endpoint returned no choices")
@@ -201,6 +219,8 @@ class OpenAICompatibleModel:
         cached = 0
         if usage is not None and usage.prompt_tokens_details is not None:
             cached = usage.prompt_tokens_details.cached_tokens or 0
+        if self._limiter is not None and grant is not None and usage is not None:
+            self._limiter.settle(grant, usage.prompt_tokens + usage.completion_tokens)
         return ChatResult(
             text=text,
             prompt_tokens=usage.prompt_tokens if usage else 0,

@@ -53,6 +53,12 @@ class Stub:
         """Chat completion requests served so far."""
         return sum(1 for r in self.requests() if r["path"].endswith("/chat/completions"))
 
+    def stats(self) -> dict[str, int]:
+        """Chat requests in flight now and at most so far."""
+        root = self.base_url.removesuffix("/v1")
+        data: dict[str, int] = httpx.get(f"{root}/_stub/stats", timeout=10).json()
+        return data
+
     def configure(self, **fields: Any) -> None:
         """Change latency or faults at run time."""
         root = self.base_url.removesuffix("/v1")
@@ -114,11 +120,21 @@ class Workers:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
+def _worker_start(threads: int | None, queue: str) -> list[str]:
+    if threads is None:
+        return [str(VENV_BIN / "lusifer"), "worker"]
+    celery = [sys.executable, "-m", "celery", "-A", "workers.app", "worker"]
+    return [*celery, "--pool", "threads", "--concurrency", str(threads), "-Q", queue]
+
+
 @contextmanager
 def celery_workers(
-    env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4
+    env: dict[str, str], log_dir: Path, count: int = 2, threads: int | None = 4
 ) -> Iterator[Workers]:
-    """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end."""
+    """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end.
+
+    ``threads=None`` starts them as `lusifer worker`, with the product's default concurrency.
+    """
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     try:
@@ -129,18 +145,7 @@ def celery_workers(
                 processes.append(
                     subprocess.Popen(
                         [
-                            sys.executable,
-                            "-m",
-                            "celery",
-                            "-A",
-                            "workers.app",
-                            "worker",
-                            "--pool",
-                            "threads",
-                            "--concurrency",
-                            str(threads),
-                            "-Q",
-                            env["LUSIFER_QUEUE"],
+                            *_worker_start(threads, env["LUSIFER_QUEUE"]),
                             "--loglevel",
                             "INFO",
                             "--hostname",
@@ -164,6 +169,22 @@ def celery_workers(
                 process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def stub_run_args(base_url: str, data_dir: Path, run_id: str, *options: str) -> list[str]:
+    """`lusifer run` against the stub's model on MovieLens, with more options after."""
+    return [
+        "run",
+        "--base-url",
+        base_url,
+        "--model",
+        "stub-model",
+        "--data-dir",
+        str(data_dir),
+        "--run-id",
+        run_id,
+        *options,
+    ]
 
 
 def run_cli(
