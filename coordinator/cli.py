@@ -123,6 +123,11 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
+        if max_cost is not None and price_prompt == 0 and price_completion == 0:
+            raise ConfigurationError(
+                "--max-cost counts spend at the configured prices: "
+                "also pass --price-prompt and --price-completion"
+            )
         if ratings_csv is not None or items_csv is not None:
             dataset: object = {
                 "kind": "csv",

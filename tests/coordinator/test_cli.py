@@ -50,6 +50,7 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         (["--users", "1,x"], ["--users"]),
         (["--users", "99999"], ["unknown user ids"]),
         (["--structured-output", "xml"], ["structured_output"]),
+        (["--max-cost", "1"], ["--max-cost", "--price-prompt"]),
     ],
     ids=[
         "missing-data-dir",
@@ -60,6 +61,7 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         "users-not-integers",
         "unknown-user",
         "bad-output-mode",
+        "max-cost-without-prices",
     ],
 )
 def test_bad_run_input_fails_cleanly(

@@ -100,6 +100,7 @@ def test_dry_run_then_a_capped_run_then_resume(
         states = session.exec(select(Job.state).where(Job.run_id == run_id)).all()
         stored = session.exec(select(func.count()).select_from(LLMCall)).one()
         real_prompt = session.exec(select(func.sum(LLMCall.prompt_tokens))).one()
+        cached_tokens = session.exec(select(func.sum(LLMCall.cached_tokens))).one()
         new_uses = session.exec(
             select(func.count()).where(CallUse.run_id == run_id, CallUse.cached == False)  # noqa: E712
         ).one()
@@ -112,5 +113,10 @@ def test_dry_run_then_a_capped_run_then_resume(
     assert run.spent_usd == pytest.approx(paid)
     # The dry run's estimate of the same run: the same calls (the stub never needs a re-ask),
     # and prompt tokens within the stated tolerance.
+    print(f"dry run: {est_calls} calls, {est_prompt} prompt tokens; real: {real_prompt}")
     assert est_calls == chat_calls
     assert abs(est_prompt - real_prompt) <= PROMPT_TOLERANCE * real_prompt
+    # Every profile prompt starts with the same instructions: the stub's prefix cache serves
+    # them, the calls record it and the report shows it.
+    assert 0 < cached_tokens < real_prompt
+    assert "cached tok" in resumed.stdout

