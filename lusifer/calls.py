@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
@@ -38,9 +38,10 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
 
 def check_budget(engine: Engine, run_id: str) -> None:
     """Raise ``BudgetExhausted`` when the run's recorded spend has reached its cost cap."""
+    # Two columns, not the run row: this runs before every new call.
     with Session(engine) as session:
-        run = session.get(Run, run_id)
-        spent, cap = (run.spent_usd, run.max_cost_usd) if run is not None else (0.0, None)
+        row = session.exec(select(Run.spent_usd, Run.max_cost_usd).where(Run.id == run_id)).first()
+    spent, cap = row if row is not None else (0.0, None)
     if cap is not None and spent >= cap:
         raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
 
