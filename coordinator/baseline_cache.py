@@ -8,7 +8,6 @@ The key is a hash of the fold's ratings, the method, its version and the seed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -18,19 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 from rich.console import Console
 
-from lusifer.baselines import BASELINE_VERSION, BASELINES, RatingTriples, fold_predictions
+from lusifer.baseline_jobs import fold_digest
+from lusifer.baselines import BASELINE_VERSION, BASELINES, fold_predictions
 from lusifer.dataset import Fold
-
-
-def fold_digest(fold: Fold) -> str:
-    """Hash of a fold's training and test ratings (not of item text: baselines ignore it)."""
-    digest = hashlib.sha256()
-    for part in (fold.train, fold.test):
-        t = RatingTriples.of(part)
-        for array in (t.users, t.items, t.ratings):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        digest.update(b"\0")
-    return digest.hexdigest()[:20]
 
 
 def cached_predictions(

@@ -12,9 +12,22 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli_common import DATA_DIR_HELP, app, console, guard, settings_or_fail
+from coordinator.cli_common import (
+    ColumnsOption,
+    DataDirOption,
+    ItemsCsvOption,
+    NFoldsOption,
+    RatingsCsvOption,
+    UsersCsvOption,
+    app,
+    choose_dataset,
+    console,
+    fold_names,
+    guard,
+    settings_or_fail,
+)
 from coordinator.local import LOCAL_MODEL_NAME, worker_command
-from coordinator.runner import resolve_dataset_config, resume_run, start_run
+from coordinator.runner import resume_run, start_run
 from coordinator.services import database_url_of
 from coordinator.status import print_runs, print_status
 from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
@@ -29,9 +42,9 @@ MAX_COST_HELP = (
     "Stop calling the LLM when the run's recorded spend (at --price-*) reaches this many USD; "
     "the run stays resumable"
 )
-COLUMNS_HELP = (
-    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
-    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
+BATCH_API_HELP = (
+    "Send the LLM calls through the OpenAI Batch API (half the price, answers within 24 h); "
+    "needs no broker or workers"
 )
 
 
@@ -44,24 +57,15 @@ def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
         raise ConfigurationError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-def _mapping(text: str | None) -> dict[str, str]:
-    if not text:
-        return {}
-    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
-    if any(len(pair) != 2 for pair in pairs):
-        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
-    return {field.strip(): column.strip() for field, column in pairs}
-
-
 @app.command()
 def run(
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    data_dir: DataDirOption = None,
     overviews: Annotated[Path | None, typer.Option(help="CSV with movie_id,overview")] = None,
-    ratings_csv: Annotated[Path | None, typer.Option(help="Own data: ratings CSV")] = None,
-    items_csv: Annotated[Path | None, typer.Option(help="Own data: items CSV")] = None,
-    users_csv: Annotated[Path | None, typer.Option(help="Own data: users CSV")] = None,
-    columns: Annotated[str | None, typer.Option(help=COLUMNS_HELP)] = None,
-    n_folds: Annotated[int, typer.Option(help="Own data: folds f1..fN")] = 5,
+    ratings_csv: RatingsCsvOption = None,
+    items_csv: ItemsCsvOption = None,
+    users_csv: UsersCsvOption = None,
+    columns: ColumnsOption = None,
+    n_folds: NFoldsOption = 5,
     folds: Annotated[
         str | None, typer.Option(help="Comma-separated folds (default u1..u5, or f1..fN)")
     ] = None,
@@ -96,6 +100,13 @@ def run(
     rate_window: Annotated[
         float, typer.Option(help="Seconds the --rpm/--tpm limits count over (60: per minute)")
     ] = 60.0,
+    batch_api: Annotated[bool, typer.Option(help=BATCH_API_HELP)] = False,
+    batch_discount: Annotated[
+        float, typer.Option(help="Batch API: share of the online price saved (OpenAI: 0.5)")
+    ] = 0.5,
+    batch_poll_s: Annotated[
+        float, typer.Option(help="Batch API: seconds between status polls")
+    ] = 30.0,
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
@@ -115,6 +126,11 @@ def run(
         settings = settings_or_fail()
         endpoint = base_url or settings.llm_base_url
         model_name = model or settings.llm_model
+        if endpoint is None and batch_api:
+            raise ConfigurationError(
+                "--batch-api needs an endpoint with the OpenAI Batch API: "
+                "pass --base-url and --model"
+            )
         if endpoint is None:
             endpoint, model_name = LOCAL_BASE_URL, model_name or LOCAL_MODEL_NAME
             # llama.cpp takes the schema inside json_object and turns it into a grammar.
@@ -123,28 +139,30 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
+        if max_cost is not None and batch_api:
+            raise ConfigurationError(
+                "--max-cost watches online calls one by one; a --batch-api run submits them "
+                "in batches: use --dry-run to see its cost first"
+            )
         if max_cost is not None and price_prompt == 0 and price_completion == 0:
             raise ConfigurationError(
                 "--max-cost counts spend at the configured prices: "
                 "also pass --price-prompt and --price-completion"
             )
-        if ratings_csv is not None or items_csv is not None:
-            dataset: object = {
-                "kind": "csv",
-                "ratings_csv": ratings_csv,
-                "items_csv": items_csv,
-                "users_csv": users_csv,
-                "columns": _mapping(columns),
-                "n_folds": n_folds,
-            }
-            default_folds = ",".join(f"f{i}" for i in range(1, n_folds + 1))
-        else:
-            dataset = resolve_dataset_config(data_dir, overviews, settings)
-            default_folds = "u1,u2,u3,u4,u5"
+        dataset, default_folds = choose_dataset(
+            settings,
+            data_dir=data_dir,
+            overviews=overviews,
+            ratings_csv=ratings_csv,
+            items_csv=items_csv,
+            users_csv=users_csv,
+            columns=columns,
+            n_folds=n_folds,
+        )
         config = parse_run_config(
             {
                 "dataset": dataset,
-                "folds": tuple(f.strip() for f in (folds or default_folds).split(",") if f.strip()),
+                "folds": fold_names(folds, default_folds),
                 "users": _ints(users, "--users"),
                 "max_users": max_users,
                 "profile_history": profile_history,
@@ -166,6 +184,9 @@ def run(
                     "tpm": tpm,
                     "rate_window_s": rate_window,
                 },
+                "batch": (
+                    {"discount": batch_discount, "poll_s": batch_poll_s} if batch_api else None
+                ),
             }
         )
         start_run(
@@ -190,6 +211,9 @@ def resume(
     max_cost: Annotated[
         float | None, typer.Option(help="A new cost cap in USD (a run stopped at its cap)", min=0.0)
     ] = None,
+    batch_poll_s: Annotated[
+        float | None, typer.Option(help="Batch API runs: seconds between status polls")
+    ] = None,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
     guard(
@@ -200,6 +224,7 @@ def resume(
             workers=workers,
             threads=threads,
             max_cost=max_cost,
+            poll_s=batch_poll_s,
         ),
         run_id,
     )

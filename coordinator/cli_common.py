@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Annotated, TypeVar
 
 import typer
 from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
+from coordinator.runner import resolve_dataset_config
+from lusifer.config import DatasetConfig, parse_dataset_config
 from lusifer.errors import ConfigurationError, LusiferError
 from lusifer.settings import Settings, get_settings
 
@@ -27,6 +30,17 @@ DATA_DIR_HELP = (
     "ml-100k directory, or one holding ml-100k/ and tmdb/; "
     "default: LUSIFER_DATA_DIR, else downloaded from GroupLens"
 )
+COLUMNS_HELP = (
+    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
+    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
+)
+# The options that choose the data, shared by `run`, `score` and `baselines`.
+DataDirOption = Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)]
+RatingsCsvOption = Annotated[Path | None, typer.Option(help="Own data: ratings CSV")]
+ItemsCsvOption = Annotated[Path | None, typer.Option(help="Own data: items CSV")]
+UsersCsvOption = Annotated[Path | None, typer.Option(help="Own data: users CSV")]
+ColumnsOption = Annotated[str | None, typer.Option(help=COLUMNS_HELP)]
+NFoldsOption = Annotated[int, typer.Option(help="Own data: folds f1..fN")]
 
 
 def guard(action: Callable[[], T], run_id: str | None = None) -> T:
@@ -66,3 +80,51 @@ def settings_or_fail() -> Settings:
         raise ConfigurationError(
             f"invalid LUSIFER_ environment setting: {' '.join(first[:3])}; fix the variable"
         ) from None
+
+
+def column_mapping(text: str | None) -> dict[str, str]:
+    """The --columns pairs ``field=column`` as a dict."""
+    if not text:
+        return {}
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
+    return {field.strip(): column.strip() for field, column in pairs}
+
+
+def choose_dataset(
+    settings: Settings,
+    *,
+    data_dir: Path | None,
+    overviews: Path | None,
+    ratings_csv: Path | None,
+    items_csv: Path | None,
+    users_csv: Path | None,
+    columns: str | None,
+    n_folds: int,
+) -> tuple[DatasetConfig, tuple[str, ...]]:
+    """Own CSV files when --ratings-csv or --items-csv is given, else MovieLens 100K; and
+    the default folds of that data (f1..fN or u1..u5)."""
+    if ratings_csv is not None or items_csv is not None:
+        spec = parse_dataset_config(
+            {
+                "kind": "csv",
+                "ratings_csv": ratings_csv,
+                "items_csv": items_csv,
+                "users_csv": users_csv,
+                "columns": column_mapping(columns),
+                "n_folds": n_folds,
+            }
+        )
+        return spec, tuple(f"f{i}" for i in range(1, n_folds + 1))
+    return resolve_dataset_config(data_dir, overviews, settings), ("u1", "u2", "u3", "u4", "u5")
+
+
+def fold_names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The --folds list, or the data's default folds."""
+    if text is None:
+        return default
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    if not names:
+        raise ConfigurationError("--folds names no fold: e.g. --folds u1,u2")
+    return names

@@ -8,10 +8,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from coordinator.cli_common import (
-    DATA_DIR_HELP,
+    ColumnsOption,
+    DataDirOption,
+    ItemsCsvOption,
+    NFoldsOption,
+    RatingsCsvOption,
+    UsersCsvOption,
     app,
+    choose_dataset,
     console,
     err_console,
+    fold_names,
     guard,
     settings_or_fail,
 )
@@ -22,12 +29,14 @@ if TYPE_CHECKING:
     # The evaluation pulls in scipy, matplotlib and scikit-surprise: imported by the commands
     # that need them, so `lusifer run`, `worker` and `status` start as fast as before.
     from coordinator.evaluate import EvalOptions, Report
+    from lusifer.dataset import Dataset
+    from lusifer.settings import Settings
 
 BASELINES_HELP = (
     "Baselines: all (default), fast (no KNN, no SVD++), none, or a list of "
     "global_mean,baseline_only,knn_baseline,svd,svdpp,nmf,als"
 )
-ALL_FOLDS = "u1,u2,u3,u4,u5"
+FOLDS_HELP = "Comma-separated folds (default u1..u5, or f1..fN of own data)"
 JsonOption = Annotated[
     Path | None, typer.Option("--json", help="Write every number to this JSON file")
 ]
@@ -48,11 +57,37 @@ def _eval_options(methods: str | None, cold_k: int, resamples: int, seed: int) -
     return EvalOptions(parse_methods(methods), cold_k=cold_k, n_resamples=resamples, seed=seed)
 
 
-def _fold_names(text: str) -> tuple[str, ...]:
-    names = tuple(f.strip() for f in text.split(",") if f.strip())
-    if not names:
-        raise ConfigurationError("--folds names no fold: e.g. --folds u1,u2")
-    return names
+def _load(
+    settings: Settings,
+    folds: str | None,
+    data_dir: Path | None,
+    ratings_csv: Path | None,
+    items_csv: Path | None,
+    users_csv: Path | None,
+    columns: str | None,
+    n_folds: int,
+) -> tuple[Dataset, tuple[str, ...]]:
+    """MovieLens 100K or own CSV files (as `lusifer run` takes them) and the folds to score."""
+    from coordinator.runner import load_dataset_spec
+
+    spec, default = choose_dataset(
+        settings,
+        data_dir=data_dir,
+        overviews=None,  # baselines and scores use ratings only
+        ratings_csv=ratings_csv,
+        items_csv=items_csv,
+        users_csv=users_csv,
+        columns=columns,
+        n_folds=n_folds,
+    )
+    names = fold_names(folds, default)
+    dataset = load_dataset_spec(spec, names)
+    unknown = [name for name in names if name not in dataset.folds]
+    if unknown:
+        raise DataError(
+            f"unknown folds {', '.join(unknown)}: choose from {', '.join(sorted(dataset.folds))}"
+        )
+    return dataset, names
 
 
 def _emit(result: Report, json_file: Path | None, html: Path | None) -> None:
@@ -104,15 +139,17 @@ def compare(
     run_b: str,
     json_file: JsonOption = None,
     html: HtmlOption = None,
+    baselines: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
     resamples: ResamplesOption = 1000,
     seed: SeedOption = 0,
 ) -> None:
-    """Two runs side by side, and their paired difference on the ratings both answered."""
+    """Two runs side by side, and their paired difference on the ratings both answered,
+    with every baseline on those same ratings."""
 
     def action() -> None:
         from coordinator.compare import compare_runs, print_comparison, write_comparison
 
-        options = _eval_options("none", 20, resamples, seed)
+        options = _eval_options(baselines, 20, resamples, seed)
         result = compare_runs(run_a, run_b, settings_or_fail(), options, err_console)
         print_comparison(console, result)
         write_comparison(result, html, json_file)
@@ -128,10 +165,13 @@ def score(
     csv_file: Annotated[
         Path, typer.Argument(help="CSV: user_id,item_id,rating (or simulated_rating)[,fold]")
     ],
-    folds: Annotated[
-        str, typer.Option(help="Folds whose test ratings the CSV answers")
-    ] = ALL_FOLDS,
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    folds: Annotated[str | None, typer.Option(help=FOLDS_HELP)] = None,
+    data_dir: DataDirOption = None,
+    ratings_csv: RatingsCsvOption = None,
+    items_csv: ItemsCsvOption = None,
+    users_csv: UsersCsvOption = None,
+    columns: ColumnsOption = None,
+    n_folds: NFoldsOption = 5,
     json_file: JsonOption = None,
     html: HtmlOption = None,
     baselines: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
@@ -142,14 +182,14 @@ def score(
     """Score simulated ratings made elsewhere against the real test ratings, with baselines."""
 
     def action() -> None:
-        from coordinator.evaluate import evaluate_csv, load_folds
+        from coordinator.evaluate import evaluate_csv
 
         if not csv_file.is_file():
             raise DataError(f"cannot read {csv_file}: no such file; check the path")
         settings = settings_or_fail()
-        names = _fold_names(folds)
         options = _eval_options(baselines, cold_k, resamples, seed)
-        dataset = load_folds(data_dir, names, settings)
+        own = (ratings_csv, items_csv, users_csv, columns, n_folds)
+        dataset, names = _load(settings, folds, data_dir, *own)
         result = evaluate_csv(csv_file, dataset, names, options, settings, err_console)
         _emit(result, json_file, html)
 
@@ -158,25 +198,33 @@ def score(
 
 @app.command("baselines")
 def baselines_command(
-    folds: Annotated[str, typer.Option(help="Comma-separated folds")] = ALL_FOLDS,
+    folds: Annotated[str | None, typer.Option(help=FOLDS_HELP)] = None,
     methods: Annotated[str, typer.Option(help=BASELINES_HELP)] = "all",
-    data_dir: Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)] = None,
+    data_dir: DataDirOption = None,
+    ratings_csv: RatingsCsvOption = None,
+    items_csv: ItemsCsvOption = None,
+    users_csv: UsersCsvOption = None,
+    columns: ColumnsOption = None,
+    n_folds: NFoldsOption = 5,
     json_file: JsonOption = None,
     html: HtmlOption = None,
     cold_k: ColdKOption = 20,
     seed: SeedOption = 0,
 ) -> None:
-    """Every baseline on the whole test set of each fold, continuous and rounded to 1..5."""
+    """Every baseline on the whole test set of each fold, continuous and rounded to 1..5.
+
+    With LUSIFER_BROKER_URL and LUSIFER_DATABASE_URL set, the workers fit them.
+    """
 
     def action() -> None:
-        from coordinator.evaluate import evaluate_baselines, load_folds
+        from coordinator.evaluate import evaluate_baselines
 
         settings = settings_or_fail()
-        names = _fold_names(folds)
         options = _eval_options(methods, cold_k, 1, seed)
         if not options.methods:
             raise ConfigurationError("--methods none leaves nothing to compute")
-        dataset = load_folds(data_dir, names, settings)
+        own = (ratings_csv, items_csv, users_csv, columns, n_folds)
+        dataset, names = _load(settings, folds, data_dir, *own)
         _emit(evaluate_baselines(dataset, names, options, settings, err_console), json_file, html)
 
     guard(action)

@@ -2,7 +2,8 @@
 
 Each run is scored on its own answered ratings; the difference is also measured on the
 ratings *both* runs answered, with a paired bootstrap over users, which is the comparison
-that a difference in coverage cannot distort.
+that a difference in coverage cannot distort. The same baselines are scored on those shared
+ratings too (continuous and rounded), so both runs stand next to the classic methods.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
 from coordinator import plots
 from coordinator.eval_tables import fmt, fmt_pm
-from coordinator.evaluate import EvalOptions, Report, evaluate_run, run_ratings
+from coordinator.evaluate import EvalOptions, Report, evaluate_run, fold_positions, run_ratings
 from coordinator.html_report import environment
 from coordinator.report_json import jsonable, report_to_dict
 from coordinator.services import database_url_of
+from lusifer.baselines import to_scale
 from lusifer.db import get_engine
-from lusifer.evaluation import SIMULATOR, FoldEvaluation
+from lusifer.evaluation import SIMULATOR, FoldEvaluation, method_label
 from lusifer.metrics import RatingMetrics, mean_std, summarize
 from lusifer.settings import Settings
 from lusifer.statistics import BootstrapCI, rmse_difference_ci
@@ -44,6 +47,8 @@ class CommonFold:
     a: RatingMetrics
     b: RatingMetrics
     ci: BootstrapCI  # RMSE(A) - RMSE(B), users resampled
+    # Each baseline row (``svd/continuous``, ``svd/rounded``) on the same shared ratings.
+    baselines: dict[str, RatingMetrics] = field(default_factory=dict)
 
 
 @dataclass
@@ -53,17 +58,22 @@ class Comparison:
     a: Report
     b: Report
     common: list[CommonFold] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def compare_runs(
     run_a: str, run_b: str, settings: Settings, options: EvalOptions, progress: Console | None
 ) -> Comparison:
-    """Evaluate both runs and compare them on the ratings both answered."""
+    """Evaluate both runs and compare them, and the baselines, on the ratings both answered."""
     report_a = evaluate_run(run_a, settings, options, progress)
     report_b = evaluate_run(run_b, settings, options, progress)
     engine = get_engine(database_url_of(settings))
     common = []
     folds_b = {f.fold for f in report_b.folds}
+    notes = []
+    same_data = report_a.meta.get("dataset fingerprint") == report_b.meta.get("dataset fingerprint")
+    if options.methods and not same_data:
+        notes.append("the runs use different data: the baselines on shared ratings are left out")
     for fold in [f.fold for f in report_a.folds if f.fold in folds_b]:
         ua, ia, ta, pa = run_ratings(engine, run_a, fold)
         ub, ib, _, pb = run_ratings(engine, run_b, fold)
@@ -87,9 +97,28 @@ def compare_runs(
                 ci=rmse_difference_ci(
                     true, pa[ka], pb[kb], users, n_resamples=options.n_resamples, seed=options.seed
                 ),
+                baselines=_baselines_on(report_a, fold, users, ia[ka], true) if same_data else {},
             )
         )
-    return Comparison(report_a, report_b, common)
+    return Comparison(report_a, report_b, common, notes)
+
+
+def _baselines_on(
+    report: Report,
+    fold: str,
+    users: NDArray[np.int64],
+    items: NDArray[np.int64],
+    true: NDArray[np.float64],
+) -> dict[str, RatingMetrics]:
+    """Every baseline of ``report`` on the given test ratings of a fold."""
+    if report.dataset is None or fold not in report.baselines:
+        return {}
+    positions = fold_positions(report.dataset.folds[fold], users, items)
+    scores: dict[str, RatingMetrics] = {}
+    for method, full in report.baselines[fold].items():
+        scores[f"{method}/continuous"] = summarize(true, full[positions])
+        scores[f"{method}/rounded"] = summarize(true, to_scale(full[positions]))
+    return scores
 
 
 def _sim(folds: list[FoldEvaluation]) -> list[RatingMetrics]:
@@ -133,6 +162,7 @@ SIDE_HEADER = [
     "close % A", "close % B", "n A", "n B",
 ]  # fmt: skip
 COMMON_HEADER = ["fold", "ratings", "users", "RMSE A", "RMSE B", "A − B", "95 % CI"]
+SHARED_HEADER = ["fold", "method", "RMSE", "MAE", "exact %", "close %"]
 
 
 def _common_rows(cmp: Comparison) -> list[list[str]]:
@@ -148,6 +178,27 @@ def _common_rows(cmp: Comparison) -> list[list[str]]:
         ]
         for c in cmp.common
     ]
+
+
+def _shared_rows(cmp: Comparison) -> list[list[str]]:
+    """Run A, run B and every baseline on the ratings both runs answered, per fold."""
+    rows = []
+    for c in cmp.common:
+        named = [("Run A", c.a), ("Run B", c.b)] + [
+            (method_label(*key.split("/", 1)), m) for key, m in c.baselines.items()
+        ]
+        for k, (label, m) in enumerate(named):
+            rows.append(
+                [
+                    c.fold if k == 0 else "",
+                    label,
+                    fmt(m.rmse),
+                    fmt(m.mae),
+                    fmt(m.exact_match_pct, 1),
+                    fmt(m.close_match_pct, 1),
+                ]
+            )
+    return rows
 
 
 def _meta_rows(cmp: Comparison) -> list[tuple[str, str, str, bool]]:
@@ -169,6 +220,7 @@ def print_comparison(console: Console, cmp: Comparison) -> None:
     for title, header, rows in (
         ("Each run on its own answered ratings", SIDE_HEADER, _side_rows(cmp)),
         ("On the ratings both runs answered", COMMON_HEADER, _common_rows(cmp)),
+        ("Both runs and the baselines on those ratings", SHARED_HEADER, _shared_rows(cmp)),
     ):
         table = Table(title=title, title_justify="left")
         for k, name in enumerate(header):
@@ -208,10 +260,12 @@ def render_comparison(cmp: Comparison) -> str:
             side_rows=_side_rows(cmp),
             common_header=COMMON_HEADER,
             common_rows=_common_rows(cmp),
+            shared_header=SHARED_HEADER,
+            shared_rows=_shared_rows(cmp),
             options=cmp.a.options,
             histogram=histogram,
             heatmaps=maps,
-            notes=[f"A: {n}" for n in cmp.a.notes] + [f"B: {n}" for n in cmp.b.notes],
+            notes=[f"A: {n}" for n in cmp.a.notes] + [f"B: {n}" for n in cmp.b.notes] + cmp.notes,
         )
     )
 
@@ -220,7 +274,12 @@ def comparison_to_dict(cmp: Comparison) -> dict[str, Any]:
     """Both reports and the paired comparison as JSON-ready data."""
     common = [{**dataclasses.asdict(c), "ci": dataclasses.asdict(c.ci)} for c in cmp.common]
     result: dict[str, Any] = jsonable(
-        {"a": report_to_dict(cmp.a), "b": report_to_dict(cmp.b), "common": common}
+        {
+            "a": report_to_dict(cmp.a),
+            "b": report_to_dict(cmp.b),
+            "common": common,
+            "notes": cmp.notes,
+        }
     )
     return result
 

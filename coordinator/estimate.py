@@ -142,10 +142,12 @@ def print_estimate(
     for name in ("fold", "profile jobs", "rating jobs", "LLM calls", "prompt tok", "compl. tok"):
         table.add_column(name, justify="left" if name == "fold" else "right")
     table.add_column("cost $", justify="right")
+    # A Batch API run pays the discounted price.
+    factor = 1.0 - config.batch.discount if config.batch is not None else 1.0
     total = total_of(per_fold)
     rows = [*per_fold.items(), *([("total", total)] if len(per_fold) > 1 else [])]
     for fold, e in rows:
-        cost = call_cost(config.llm, e.prompt_tokens, e.completion_tokens)
+        cost = factor * call_cost(config.llm, e.prompt_tokens, e.completion_tokens)
         table.add_row(
             fold,
             f"{e.jobs[JobKind.PROFILE]:,}",
@@ -156,12 +158,13 @@ def print_estimate(
             f"{cost:.4f}",
         )
     console.print(table)
-    cost = call_cost(config.llm, total.prompt_tokens, total.completion_tokens)
+    cost = factor * call_cost(config.llm, total.prompt_tokens, total.completion_tokens)
     console.print(
         f"estimate: {total.calls} calls, {total.prompt_tokens} prompt tokens, "
         f"{total.completion_tokens} completion tokens, ${cost:.4f} at "
         f"${config.llm.price_prompt_per_mtok}/{config.llm.price_completion_per_mtok} per 1M "
-        "tokens (4 characters a token, no re-asks)",
+        f"tokens{' less the batch discount' if config.batch is not None else ''} "
+        "(4 characters a token, no re-asks)",
         highlight=False,
         soft_wrap=True,
     )

@@ -1,7 +1,8 @@
 """Evaluations a reviewer trusts: a run, a CSV of simulated ratings, or the baselines alone.
 
 Each flow finds the ratings to score, looks up every baseline's predictions for exactly
-those ratings (``baseline_cache``), and hands them to the kernel's ``evaluate_fold``.
+those ratings (``baseline_source``: the workers, the database or this process), and hands
+them to the kernel's ``evaluate_fold``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.aggregate import FoldResult, aggregate_run
-from coordinator.baseline_cache import cached_predictions
-from coordinator.runner import load_dataset, resolve_dataset_config, stored_config
+from coordinator.baseline_source import FoldBaselines, baseline_predictions
+from coordinator.runner import load_dataset, stored_config
 from coordinator.services import database_url_of
 from lusifer.baselines import BASELINES
-from lusifer.dataset import Dataset, Fold, load_movielens_100k
+from lusifer.dataset import Dataset, Fold
 from lusifer.db import get_engine
 from lusifer.errors import DataError
 from lusifer.evaluation import SIMULATOR, FoldEvaluation, evaluate_fold
@@ -56,9 +57,15 @@ class Report:
     usage: list[FoldResult] = field(default_factory=list)
     config: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
+    # What the comparison of two runs reuses: the data and every baseline's full-test
+    # predictions per fold (not written to the JSON file).
+    dataset: Dataset | None = None
+    baselines: dict[str, dict[str, Floats]] = field(default_factory=dict)
 
 
-def _positions(fold: Fold, users: NDArray[np.int64], items: NDArray[np.int64]) -> NDArray[np.int64]:
+def fold_positions(
+    fold: Fold, users: NDArray[np.int64], items: NDArray[np.int64]
+) -> NDArray[np.int64]:
     """Index into ``fold.test`` of each pair; -1 where the pair is not a test rating."""
     index = {(r.user_id, r.item_id): k for k, r in enumerate(fold.test)}
     return np.array(
@@ -72,16 +79,13 @@ def _score(
     positions: NDArray[np.int64],
     sim: Floats | None,
     options: EvalOptions,
-    cache_dir: Path | None,
-    progress: Console | None,
+    baselines: dict[str, Floats],
 ) -> FoldEvaluation:
+    """Score the simulator (if any) and each baseline's full-test predictions at ``positions``."""
     users = np.array([fold.test[k].user_id for k in positions], dtype=np.int64)
     true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
     predictions: dict[str, Floats] = {} if sim is None else {SIMULATOR: sim}
-    full = cached_predictions(
-        fold, options.methods, seed=options.seed, cache_dir=cache_dir, progress=progress
-    )
-    predictions.update({m: p[positions] for m, p in full.items()})
+    predictions.update({m: p[positions] for m, p in baselines.items()})
     return evaluate_fold(
         fold,
         users,
@@ -93,8 +97,28 @@ def _score(
     )
 
 
-def _cache_dir(settings: Settings) -> Path:
-    return Path(settings.cache_dir) / "baselines"
+def fold_baselines(
+    dataset: Dataset,
+    folds: list[str],
+    options: EvalOptions,
+    settings: Settings,
+    engine: Engine | None,
+    progress: Console | None,
+) -> FoldBaselines:
+    """Each baseline's predictions of the folds' whole test sets (``baseline_source``)."""
+    return baseline_predictions(
+        [dataset.folds[name] for name in folds],
+        dataset.fingerprint,
+        options.methods,
+        seed=options.seed,
+        settings=settings,
+        engine=engine,
+        progress=progress,
+    )
+
+
+def _baselines_meta(source: FoldBaselines, options: EvalOptions) -> dict[str, str]:
+    return {"baseline predictions": source.source} if options.methods else {}
 
 
 def run_ratings(
@@ -156,11 +180,12 @@ def evaluate_run(
     assert run is not None  # stored_config checked it
     dataset = load_dataset(config)
     usage = aggregate_run(engine, run_id, config.folds)
-    folds, notes = [], []
+    answered: dict[str, tuple[NDArray[np.int64], Floats]] = {}
+    notes = []
     for name in config.folds:
         users, items, stored_true, sim = run_ratings(engine, run_id, name)
         fold = dataset.folds[name]
-        positions = _positions(fold, users, items)
+        positions = fold_positions(fold, users, items)
         true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
         if np.any(positions < 0) or not np.array_equal(true, stored_true):
             raise DataError(
@@ -170,25 +195,25 @@ def evaluate_run(
         if positions.size == 0:
             notes.append(f"{name}: no simulated rating yet; the fold is left out")
             continue
-        folds.append(_score(fold, positions, sim, options, _cache_dir(settings), progress))
+        answered[name] = (positions, sim)
+    baselines = fold_baselines(dataset, list(answered), options, settings, engine, progress)
+    folds = [
+        _score(dataset.folds[name], positions, sim, options, baselines.by_fold[name])
+        for name, (positions, sim) in answered.items()
+    ]
     config_dict = json.loads(run.config_json)
     return Report(
         title=f"Lusifer run {run_id}",
         source="run",
         folds=folds,
         options=options,
-        meta=_run_meta(run, config_dict),
+        meta={**_run_meta(run, config_dict), **_baselines_meta(baselines, options)},
         usage=[u for u in usage if any(f.fold == u.fold for f in folds)],
         config=config_dict,
         notes=notes,
+        dataset=dataset,
+        baselines=baselines.by_fold,
     )
-
-
-def load_folds(data_dir: Path | None, folds: tuple[str, ...], settings: Settings) -> Dataset:
-    """MovieLens 100K folds from --data-dir, LUSIFER_DATA_DIR, or the download cache."""
-    spec = resolve_dataset_config(data_dir, None, settings)
-    assert spec.data_dir is not None
-    return load_movielens_100k(spec.data_dir, None, folds=folds)
 
 
 def evaluate_csv(
@@ -203,20 +228,29 @@ def evaluate_csv(
     sims = read_simulated_csv(csv_path)
     matched = np.zeros(sims.users.size, dtype=bool)
     row_folds = np.array(sims.folds, dtype=object)
-    evaluations, notes = [], []
+    answered: dict[str, tuple[NDArray[np.int64], NDArray[np.bool_]]] = {}
+    notes = []
     for name in folds:
-        fold = dataset.folds[name]
-        positions = _positions(fold, sims.users, sims.items)
+        positions = fold_positions(dataset.folds[name], sims.users, sims.items)
         mask = (positions >= 0) & ((row_folds == "") | (row_folds == name))
         if not mask.any():
             notes.append(f"{name}: no row of {csv_path.name} is a test rating of this fold")
             continue
         matched |= mask
-        evaluations.append(
-            _score(
-                fold, positions[mask], sims.ratings[mask], options, _cache_dir(settings), progress
-            )
+        answered[name] = (positions, mask)
+    baselines = fold_baselines(
+        dataset, list(answered), options, settings, _engine(settings), progress
+    )
+    evaluations = [
+        _score(
+            dataset.folds[name],
+            positions[mask],
+            sims.ratings[mask],
+            options,
+            baselines.by_fold[name],
         )
+        for name, (positions, mask) in answered.items()
+    ]
     if not evaluations:
         raise DataError(
             f"no row of {csv_path.name} is a test rating of {', '.join(folds)}: "
@@ -233,7 +267,11 @@ def evaluate_csv(
         source="csv",
         folds=evaluations,
         options=options,
-        meta={"file": str(csv_path), "rows scored": str(int(matched.sum()))},
+        meta={
+            "file": str(csv_path),
+            "rows scored": str(int(matched.sum())),
+            **_baselines_meta(baselines, options),
+        },
         notes=notes,
     )
 
@@ -246,15 +284,30 @@ def evaluate_baselines(
     progress: Console | None = None,
 ) -> Report:
     """Every baseline on the whole test set of each fold."""
-    evaluations = []
-    for name in folds:
-        fold = dataset.folds[name]
-        positions = np.arange(len(fold.test), dtype=np.int64)
-        evaluations.append(_score(fold, positions, None, options, _cache_dir(settings), progress))
+    baselines = fold_baselines(dataset, list(folds), options, settings, _engine(settings), progress)
+    evaluations = [
+        _score(
+            dataset.folds[name],
+            np.arange(len(dataset.folds[name].test), dtype=np.int64),
+            None,
+            options,
+            baselines.by_fold[name],
+        )
+        for name in folds
+    ]
     return Report(
         title="Collaborative-filtering baselines",
         source="baselines",
         folds=evaluations,
         options=options,
-        meta={"dataset": dataset.name, "folds": ", ".join(folds)},
+        meta={
+            "dataset": dataset.name,
+            "folds": ", ".join(folds),
+            **_baselines_meta(baselines, options),
+        },
     )
+
+
+def _engine(settings: Settings) -> Engine | None:
+    """The configured database, where workers may have stored predictions; else none."""
+    return get_engine(settings.database_url) if settings.database_url else None

@@ -20,6 +20,7 @@ import httpx
 from redis import exceptions as redis_errors
 
 from lusifer.errors import ConfigurationError, ServiceError
+from lusifer.settings import get_settings
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -135,7 +136,7 @@ def local_model_server(
             "--n_ctx",
             str(ctx_tokens),
             "--n_threads",
-            str(os.cpu_count() or 2),
+            str(get_settings().local_threads or os.cpu_count() or 2),
         ],
         stdout=log,
         stderr=log,

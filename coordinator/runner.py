@@ -10,19 +10,23 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
 from coordinator.aggregate import aggregate_run
+from coordinator.batch_run import drive_batch_run
 from coordinator.estimate import estimate_plan, print_estimate
 from coordinator.follow import follow, reset_unfinished, set_run_status
-from coordinator.planner import describe_plan, plan_run, store_plan
+from coordinator.planner import Plan, describe_plan, plan_run, store_plan
 from coordinator.report import print_report
 from coordinator.services import Services, database_url_of, preflight_llm, run_services
-from lusifer.config import DatasetConfig, RunConfig, parse_run_config
+from lusifer.batchapi.client import BatchClient
+from lusifer.batchapi.store import open_batches
+from lusifer.config import LOCAL_BASE_URL, DatasetConfig, RunConfig, parse_run_config
 from lusifer.dataset import (
     Dataset,
     ensure_movielens_100k,
     load_csv_dataset,
     load_movielens_100k,
 )
-from lusifer.db import get_engine, require_tables, session_scope
+from lusifer.db import check_database, create_tables, get_engine, require_tables, session_scope
+from lusifer.endpoints import api_key
 from lusifer.errors import ConfigurationError, DataError
 from lusifer.prompts import load_prompt_set
 from lusifer.settings import Settings
@@ -49,7 +53,11 @@ def resolve_dataset_config(
 
 def load_dataset(config: RunConfig) -> Dataset:
     """Load the dataset a run configuration names."""
-    spec = config.dataset
+    return load_dataset_spec(config.dataset, config.folds)
+
+
+def load_dataset_spec(spec: DatasetConfig, folds: tuple[str, ...]) -> Dataset:
+    """Load MovieLens 100K (only ``folds``) or a CSV dataset (all its seeded folds)."""
     if spec.kind == "csv":
         assert spec.ratings_csv is not None and spec.items_csv is not None  # validated
         return load_csv_dataset(
@@ -63,11 +71,9 @@ def load_dataset(config: RunConfig) -> Dataset:
             encoding=spec.encoding,
             delimiter=spec.delimiter,
         )
-    if config.dataset.data_dir is None:
+    if spec.data_dir is None:
         raise DataError("the run configuration names no dataset directory; pass --data-dir")
-    return load_movielens_100k(
-        config.dataset.data_dir, config.dataset.overviews_csv, folds=config.folds
-    )
+    return load_movielens_100k(spec.data_dir, spec.overviews_csv, folds=folds)
 
 
 def start_run(
@@ -95,6 +101,9 @@ def start_run(
         # Before any service: no broker, database or model server is started or touched.
         print_estimate(console, run_id, config, estimate_plan(plan, config, dataset, prompts))
         return
+    if config.batch is not None:
+        _start_batch_run(config, run_id, plan, dataset, settings, console)
+        return
     with run_services(settings, config, workers=workers, threads=threads) as services:
         with Session(services.engine) as session:
             if session.get(Run, run_id) is not None:
@@ -106,6 +115,89 @@ def start_run(
         store_plan(services.engine, plan, dataset)
         set_run_status(services.engine, run_id, "running")
         _follow_and_report(services, run_id, config, settings, console)
+
+
+def _batch_engine(config: RunConfig, settings: Settings) -> tuple[Engine, BatchClient]:
+    """Batch mode needs the database and the endpoint only: no broker, no workers."""
+    if config.llm.base_url == LOCAL_BASE_URL:
+        raise ConfigurationError(
+            "--batch-api needs an endpoint with the OpenAI Batch API: pass --base-url and --model"
+        )
+    if not settings.database_url:  # local mode's SQLite file
+        Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
+    engine = get_engine(database_url_of(settings))
+    check_database(engine)
+    create_tables(engine)
+    preflight_llm(config.llm.base_url, config.llm.model, settings)
+    client = BatchClient(
+        config.llm.base_url,
+        api_key(settings),
+        timeout_s=600.0,  # uploads of up to 200 MB
+        attempts=settings.llm_attempts,
+        backoff_max_s=settings.llm_backoff_max_s,
+    )
+    return engine, client
+
+
+def _start_batch_run(
+    config: RunConfig,
+    run_id: str,
+    plan: Plan,
+    dataset: Dataset,
+    settings: Settings,
+    console: Console,
+) -> None:
+    engine, client = _batch_engine(config, settings)
+    with Session(engine) as session:
+        if session.get(Run, run_id) is not None:
+            raise ConfigurationError(
+                f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
+                "or choose another --run-id"
+            )
+    store_plan(engine, plan, dataset)
+    set_run_status(engine, run_id, "running")
+    _drive_and_report(engine, client, run_id, config, settings, console, None)
+
+
+def _resume_batch_run(
+    config: RunConfig, run_id: str, settings: Settings, console: Console, *, poll_s: float | None
+) -> None:
+    engine, client = _batch_engine(config, settings)
+    reopened = reset_unfinished(engine, run_id, include_running=True)
+    in_flight = len(open_batches(engine, run_id))
+    console.print(
+        f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs, "
+        f"{in_flight} batches in flight re-attached"
+    )
+    _drive_and_report(engine, client, run_id, config, settings, console, poll_s)
+
+
+def _drive_and_report(
+    engine: Engine,
+    client: BatchClient,
+    run_id: str,
+    config: RunConfig,
+    settings: Settings,
+    console: Console,
+    poll_s: float | None,
+) -> None:
+    assert config.batch is not None
+    summary = drive_batch_run(
+        engine,
+        client,
+        run_id,
+        config.batch,
+        console,
+        max_attempts=settings.llm_attempts,
+        threads=settings.worker_concurrency,
+        poll_s=poll_s,
+    )
+    console.print(
+        f"batch api: {summary.rounds} rounds, {summary.batches} batches, "
+        f"{summary.lines} requests submitted by this command"
+    )
+    results = aggregate_run(engine, run_id, config.folds)
+    print_report(console, run_id, results, _header(config))
 
 
 def _header(config: RunConfig) -> str:
@@ -151,9 +243,13 @@ def resume_run(
     workers: int,
     threads: int | None,
     max_cost: float | None = None,
+    poll_s: float | None = None,
 ) -> None:
     """Finish an interrupted run; calls that already succeeded come from the cache."""
     config = stored_config(settings, run_id)
+    if config.batch is not None:
+        _resume_batch_run(config, run_id, settings, console, poll_s=poll_s)
+        return
     with run_services(settings, config, workers=workers, threads=threads) as services:
         preflight_llm(services.llm_base_url, config.llm.model, settings)
         if max_cost is not None:

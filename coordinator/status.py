@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from coordinator.follow import job_counts
+from lusifer.batchapi.store import open_batches
 from lusifer.db import require_tables
 from lusifer.errors import DataError
 from lusifer.tables import Job, JobState, Run
@@ -36,6 +37,11 @@ def print_status(engine: Engine, run_id: str, console: Console, failures: int = 
     for kind, states in sorted(job_counts(engine, run_id).items()):
         table.add_row(kind, *(str(states.get(s, 0)) for s in STATES), str(sum(states.values())))
     console.print(table)
+    for batch in open_batches(engine, run_id):
+        console.print(
+            f"batch api: round {batch.round + 1} batch {batch.id} ({batch.line_count} requests) "
+            f"is {batch.status}; `lusifer resume {run_id}` waits for it"
+        )
     if run.error:
         console.print(f"[red]stopped:[/] {run.error}")
     for job_id, error in failed:

@@ -77,7 +77,10 @@ class RecordedModel:
         check_budget(self._engine, self._context.run_id)
         result = self._model.complete(request)
         self.new_calls += 1
-        cost = call_cost(self._config, result.prompt_tokens, result.completion_tokens)
+        # A Batch API answer costs the discounted price.
+        cost = result.price_factor * call_cost(
+            self._config, result.prompt_tokens, result.completion_tokens
+        )
         with session_scope(self._engine) as session:
             upsert(
                 session,

@@ -15,7 +15,13 @@ from lusifer.tables import Job, JobKind
 
 PROFILE_TASK = "lusifer.profile"
 RATING_TASK = "lusifer.rate"
-TASK_BY_KIND = {JobKind.PROFILE: PROFILE_TASK, JobKind.RATING: RATING_TASK}
+# Fit one collaborative-filtering baseline on a stored fold split (``lusifer.baseline_jobs``).
+BASELINE_TASK = "lusifer.baseline"
+TASK_BY_KIND = {
+    JobKind.PROFILE: PROFILE_TASK,
+    JobKind.RATING: RATING_TASK,
+    JobKind.BASELINE: BASELINE_TASK,
+}
 # A reset or step of a simulated-user environment episode (``lusifer.env``).
 ENV_STEP_TASK = "lusifer.env_step"
 

@@ -55,6 +55,22 @@ class LLMConfig(BaseModel):
         return RateLimits(self.rpm, self.tpm, self.rate_window_s)
 
 
+class BatchConfig(BaseModel):
+    """Run through the OpenAI Batch API: requests go in files, answers come back within 24 h."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    discount: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Share of the online price the batch saves"
+    )
+    poll_s: float = Field(default=30.0, gt=0, description="Seconds between status polls")
+    max_lines: int = Field(default=50_000, ge=1, description="Requests per batch (API limit)")
+    max_bytes: int = Field(
+        default=200 * 1024 * 1024, ge=1024, description="Bytes per input file (API limit)"
+    )
+    completion_window: str = "24h"
+
+
 class DatasetConfig(BaseModel):
     """Where the data comes from: MovieLens 100K, or any ratings/items/users CSVs."""
 
@@ -101,6 +117,7 @@ class RunConfig(BaseModel):
     prompt_set: str = "lusifer"
     prompts_dir: Path | None = Field(default=None, description="Own directory of prompt sets")
     llm: LLMConfig
+    batch: BatchConfig | None = Field(default=None, description="Set: run via the Batch API")
 
     @model_validator(mode="after")
     def _sizes_make_sense(self) -> RunConfig:
@@ -114,11 +131,23 @@ class RunConfig(BaseModel):
         return self
 
 
+def _first_error(err: ValidationError, what: str) -> ConfigurationError:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "configuration"
+    return ConfigurationError(f"invalid {what} at {where}: {first['msg']}")
+
+
 def parse_run_config(data: object) -> RunConfig:
     """Validate a run configuration, turning pydantic's report into one clear line."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "configuration"
-        raise ConfigurationError(f"invalid run configuration at {where}: {first['msg']}") from None
+        raise _first_error(err, "run configuration") from None
+
+
+def parse_dataset_config(data: object) -> DatasetConfig:
+    """Validate a dataset description (as in a run configuration) into one clear line."""
+    try:
+        return DatasetConfig.model_validate(data)
+    except ValidationError as err:
+        raise _first_error(err, "dataset") from None

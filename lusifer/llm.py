@@ -12,9 +12,10 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -22,6 +23,8 @@ from tenacity.wait import wait_random_exponential
 from lusifer.config import StructuredOutput
 from lusifer.errors import PermanentLLMError, TransientLLMError
 from lusifer.ratelimit import RateLimiter, estimate_tokens
+
+T = TypeVar("T")
 
 
 class ChatRequest(BaseModel):
@@ -53,6 +56,8 @@ class ChatResult(BaseModel):
     cached_tokens: int = 0
     latency_s: float = 0.0
     retries: int = 0
+    # Share of the configured prices this call is billed at (the Batch API charges less).
+    price_factor: float = 1.0
 
 
 class ChatModel(Protocol):
@@ -77,6 +82,38 @@ def _response_format(request: ChatRequest) -> dict[str, Any] | None:
             "strict": True,
         },
     }
+
+
+def request_body(request: ChatRequest) -> dict[str, Any]:
+    """The JSON body of ``POST /chat/completions`` for a request (online and in a batch)."""
+    body: dict[str, Any] = {
+        "model": request.model,
+        "messages": [{"role": r, "content": c} for r, c in request.messages],
+        "temperature": request.temperature,
+    }
+    response_format = _response_format(request)
+    if response_format is not None:
+        body["response_format"] = response_format
+    if request.max_tokens is not None:
+        body["max_tokens"] = request.max_tokens
+    return body
+
+
+def result_of(completion: ChatCompletion, latency_s: float = 0.0) -> ChatResult:
+    """The text and token counts of a chat completion."""
+    if not completion.choices:
+        raise TransientLLMError("LLM endpoint returned no choices")
+    usage = completion.usage
+    cached = 0
+    if usage is not None and usage.prompt_tokens_details is not None:
+        cached = usage.prompt_tokens_details.cached_tokens or 0
+    return ChatResult(
+        text=completion.choices[0].message.content or "",
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        completion_tokens=usage.completion_tokens if usage else 0,
+        cached_tokens=cached,
+        latency_s=latency_s,
+    )
 
 
 def classify_openai_error(err: Exception, model: str, base_url: str) -> Exception:
@@ -139,8 +176,18 @@ class _BackoffHonouringRetryAfter:
         return wait
 
 
-class OpenAICompatibleModel:
-    """A chat model served over the OpenAI HTTP API."""
+def transient_retries(attempts: int, backoff_max_s: float) -> Retrying:
+    """Retry ``TransientLLMError`` with jittered backoff and ``Retry-After``; reraise the last."""
+    return Retrying(
+        retry=retry_if_exception_type(TransientLLMError),
+        wait=_BackoffHonouringRetryAfter(backoff_max_s),
+        stop=stop_after_attempt(attempts),
+        reraise=True,
+    )
+
+
+class OpenAIEndpoint:
+    """An OpenAI-compatible endpoint: one SDK client, with Lusifer's retries and error classes."""
 
     def __init__(
         self,
@@ -167,15 +214,23 @@ class OpenAICompatibleModel:
             max_retries=0,
         )
 
+    def _call(self, what: Callable[[], T]) -> T:
+        """``what()`` with transient failures retried and SDK errors classified."""
+        for attempt in transient_retries(self._attempts, self._backoff_max_s):
+            with attempt:
+                try:
+                    return what()
+                except openai.OpenAIError as err:
+                    raise classify_openai_error(err, "?", self.base_url) from None
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+
+class OpenAICompatibleModel(OpenAIEndpoint):
+    """A chat model served over the OpenAI HTTP API."""
+
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer a request, retrying transient failures with backoff."""
-        retrying = Retrying(
-            retry=retry_if_exception_type(TransientLLMError),
-            wait=_BackoffHonouringRetryAfter(self._backoff_max_s),
-            stop=stop_after_attempt(self._attempts),
-            reraise=True,
-        )
-        for attempt in retrying:
+        for attempt in transient_retries(self._attempts, self._backoff_max_s):
             with attempt:
                 result = self._complete_once(request)
                 result.retries = attempt.retry_state.attempt_number - 1
@@ -183,24 +238,13 @@ class OpenAICompatibleModel:
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def _complete_once(self, request: ChatRequest) -> ChatResult:
-        extra: dict[str, Any] = {}
-        response_format = _response_format(request)
-        if response_format is not None:
-            extra["response_format"] = response_format
-        if request.max_tokens is not None:
-            extra["max_tokens"] = request.max_tokens
         grant = None
         if self._limiter is not None:
             chars = sum(len(content) for _, content in request.messages)
             grant = self._limiter.acquire(estimate_tokens(chars, request.max_tokens))
         started = time.perf_counter()
         try:
-            completion = self._client.chat.completions.create(
-                model=request.model,
-                messages=[{"role": r, "content": c} for r, c in request.messages],  # type: ignore[misc]
-                temperature=request.temperature,
-                **extra,
-            )
+            completion = self._client.chat.completions.create(**request_body(request))
         except openai.OpenAIError as err:
             error = classify_openai_error(err, request.model, self.base_url)
             if self._limiter is not None and grant is not None:
@@ -211,23 +255,10 @@ class OpenAICompatibleModel:
                     wait = error.retry_after if isinstance(error, TransientLLMError) else None
                     self._limiter.pause(wait or 1.0)
             raise error from None
-        latency = time.perf_counter() - started
-        if not completion.choices:
-            raise TransientLLMError("LLM endpoint returned no choices")
-        text = completion.choices[0].message.content or ""
-        usage = completion.usage
-        cached = 0
-        if usage is not None and usage.prompt_tokens_details is not None:
-            cached = usage.prompt_tokens_details.cached_tokens or 0
-        if self._limiter is not None and grant is not None and usage is not None:
-            self._limiter.settle(grant, usage.prompt_tokens + usage.completion_tokens)
-        return ChatResult(
-            text=text,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cached_tokens=cached,
-            latency_s=latency,
-        )
+        result = result_of(completion, time.perf_counter() - started)
+        if self._limiter is not None and grant is not None:
+            self._limiter.settle(grant, result.prompt_tokens + result.completion_tokens)
+        return result
 
     def list_models(self) -> list[str] | None:
         """Model ids the endpoint serves, or None when it has no model list (a preflight)."""

@@ -37,6 +37,12 @@ class Settings(BaseSettings):
         default=None,
         description="Set by local mode for its workers: where the local model server listens.",
     )
+    local_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads of the local model server (unset: one per core). llama.cpp's "
+        "threads wait for each other, so on a busy machine 1 thread is often faster.",
+    )
     data_dir: Path | None = Field(
         default=None, description="Directory holding ml-100k/ (and tmdb/); else downloaded."
     )

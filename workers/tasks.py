@@ -10,8 +10,16 @@ from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
-from lusifer.celery_app import ENV_STEP_TASK, PROFILE_TASK, RATING_TASK, send_jobs
+from lusifer.baseline_jobs import execute_baseline_job
+from lusifer.celery_app import (
+    BASELINE_TASK,
+    ENV_STEP_TASK,
+    PROFILE_TASK,
+    RATING_TASK,
+    send_jobs,
+)
 from lusifer.config import LLMConfig
 from lusifer.db import get_engine
 from lusifer.endpoints import api_key, resolve_base_url
@@ -174,6 +182,27 @@ def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings
         finish_job(engine, dependent, JobState.FAILED, error=f"its profile job {job_id} failed")
 
 
+def run_baseline_job(job_id: str) -> str:
+    """Fit one baseline on its stored split and store its predictions; no LLM is involved."""
+    settings = get_settings()
+    engine = _engine(settings)
+    job = claim_job(engine, job_id, settings.job_lease_s)
+    if job is None:
+        return "skipped: finished, running elsewhere, or unknown"
+    try:
+        execute_baseline_job(engine, job)
+    except SQLAlchemyError:
+        # The database, not the fit, failed: the job stays running and its lease hands it
+        # back to the queue (the coordinator releases stale jobs).
+        raise
+    except Exception as err:  # a fit that fails does so again with the same seed: record it
+        log.exception("baseline job %s failed", job_id)
+        finish_job(engine, job_id, JobState.FAILED, error=f"{type(err).__name__}: {err}")
+        return JobState.FAILED
+    finish_job(engine, job_id, JobState.DONE)
+    return JobState.DONE
+
+
 def run_env_request(task: Task, request_id: str) -> str:
     """Run one environment reset or step; transient LLM failures hand it back to the queue."""
     settings = get_settings()
@@ -208,6 +237,10 @@ def register_tasks(app: Celery) -> None:
     @app.task(name=RATING_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
     def rate(self: Task, job_id: str) -> str:
         return run_job(self, job_id)
+
+    @app.task(name=BASELINE_TASK, acks_late=True)  # type: ignore[untyped-decorator]
+    def baseline(job_id: str) -> str:
+        return run_baseline_job(job_id)
 
     @app.task(name=ENV_STEP_TASK, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
     def env_step(self: Task, request_id: str) -> str:

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
     p.add_argument("--fault-every-n", type=int, default=None, help="fault every n-th request")
     p.add_argument("--timeout-sleep", type=float, default=30.0, help="sleep of a timeout fault")
+    p.add_argument("--batch-delay", type=float, default=0.0, help="seconds until a batch completes")
     p.add_argument("--models", type=_csv, default=["stub-model"], help="comma-separated names")
     p.add_argument(
         "--api-key",
@@ -60,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> StubConfig:
         fault_seed=args.fault_seed,
         fault_every_n=args.fault_every_n,
         timeout_sleep_s=args.timeout_sleep,
+        batch_delay_s=args.batch_delay,
         models=args.models,
         api_key=args.api_key,
     )

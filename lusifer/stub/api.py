@@ -7,13 +7,10 @@ and open without a key so a test can inspect a server whose key it is testing.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import time
 import uuid
-from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -24,45 +21,27 @@ from lusifer.stub.answers import (
     parse_chat_request,
     prompt_text,
 )
-from lusifer.stub.config import FaultKind, StubConfig
+from lusifer.stub.batches import BATCHES_PATH, FILES_PATH, handle_batch_api
+from lusifer.stub.config import StubConfig
 from lusifer.stub.faults import HTTP_FAULT_ERRORS, corrupt
+from lusifer.stub.reply import Reply, body_sha256, error_reply
 from lusifer.stub.state import CHAT_PATH, StubState
+
+__all__ = ["Reply", "body_sha256", "handle_api", "handle_control"]
 
 MODELS_PATH = "/v1/models"
 
 
-@dataclass
-class Reply:
-    """An HTTP answer to send after ``delay_s``; a status of None drops the connection."""
-
-    status: int | None
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    fault: FaultKind | None = None
-    delay_s: float = 0.0
-
-
-def _error(status: int, message: str, code: str | None) -> Reply:
-    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
-    return Reply(status, {"error": error})
-
-
-def body_sha256(raw: bytes) -> str | None:
-    """Hash of the canonical JSON of a body (sorted keys), or of its bytes if not JSON."""
-    if not raw:
-        return None
-    try:
-        canonical = json.dumps(json.loads(raw), sort_keys=True, separators=(",", ":"))
-    except ValueError:
-        return hashlib.sha256(raw).hexdigest()
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def handle_api(
-    state: StubState, method: str, path: str, raw: bytes, authorization: str | None
+    state: StubState,
+    method: str,
+    path: str,
+    raw: bytes,
+    authorization: str | None,
+    content_type: str | None = None,
 ) -> Reply:
     """Decide the answer to an OpenAI route and log it (without the key)."""
-    reply = _route(state, method, path, raw, authorization)
+    reply = _route(state, method, path, raw, authorization, content_type)
     state.record(
         {
             "path": path,
@@ -78,14 +57,19 @@ def handle_api(
 
 
 def _route(
-    state: StubState, method: str, path: str, raw: bytes, authorization: str | None
+    state: StubState,
+    method: str,
+    path: str,
+    raw: bytes,
+    authorization: str | None,
+    content_type: str | None,
 ) -> Reply:
     config = state.config
     if config.api_key is not None:
         expected = f"Bearer {config.api_key.get_secret_value()}"
         # Constant-time comparison: habit worth keeping even in a stub.
         if not hmac.compare_digest((authorization or "").encode(), expected.encode()):
-            return _error(401, "Incorrect API key provided.", "invalid_api_key")
+            return error_reply(401, "Incorrect API key provided.", "invalid_api_key")
     if path == MODELS_PATH and method == "GET":
         data = [
             {"id": m, "object": "model", "created": 0, "owned_by": "lusifer-stub"}
@@ -94,18 +78,22 @@ def _route(
         return Reply(200, {"object": "list", "data": data})
     if path == CHAT_PATH and method == "POST":
         return _chat(state, config, raw)
+    if path.startswith((FILES_PATH, BATCHES_PATH)):
+        return handle_batch_api(
+            state, method, path, raw, content_type, lambda body: _chat(state, config, body)
+        )
     if path in (MODELS_PATH, CHAT_PATH):
-        return _error(405, f"{method} is not allowed on {path}", "method_not_allowed")
-    return _error(404, f"Unknown request URL: {method} {path}", "unknown_url")
+        return error_reply(405, f"{method} is not allowed on {path}", "method_not_allowed")
+    return error_reply(404, f"Unknown request URL: {method} {path}", "unknown_url")
 
 
 def _chat(state: StubState, config: StubConfig, raw: bytes) -> Reply:
     try:
         request = parse_chat_request(json.loads(raw or b"null"))
     except (ValueError, BadRequest) as err:
-        return _error(400, f"Invalid chat request: {err}", None)
+        return error_reply(400, f"Invalid chat request: {err}", None)
     if request.model not in config.models:
-        return _error(404, f"The model `{request.model}` does not exist", "model_not_found")
+        return error_reply(404, f"The model `{request.model}` does not exist", "model_not_found")
     fault, delay = state.draw(config)
     if fault in HTTP_FAULT_ERRORS:
         reply = Reply(int(fault), {"error": HTTP_FAULT_ERRORS[fault]}, fault=fault, delay_s=delay)
@@ -144,5 +132,5 @@ def handle_control(state: StubState, method: str, path: str, raw: bytes) -> Repl
                 raise ValueError("the body must be a JSON object of config fields")
             return Reply(200, state.update(**fields).public())
         except (ValueError, ValidationError) as err:
-            return _error(400, f"Invalid stub config: {err}", None)
-    return _error(404, f"Unknown stub control URL: {method} {path}", "unknown_url")
+            return error_reply(400, f"Invalid stub config: {err}", None)
+    return error_reply(404, f"Unknown stub control URL: {method} {path}", "unknown_url")

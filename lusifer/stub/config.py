@@ -37,6 +37,8 @@ class StubConfig(BaseModel):
     # When set, every n-th chat request gets the next fault kind in turn; fault_rate is ignored.
     fault_every_n: int | None = Field(default=None, ge=1)
     timeout_sleep_s: float = Field(default=30.0, ge=0.0)
+    # Seconds from a batch's creation until it completes (its lines are answered at once).
+    batch_delay_s: float = Field(default=0.0, ge=0.0)
     models: list[str] = Field(default_factory=lambda: ["stub-model"], min_length=1)
     # A secret so that a repr or a config dump never shows the key.
     api_key: SecretStr | None = None

@@ -54,9 +54,15 @@ class _Handler(BaseHTTPRequestHandler):
         if chat:
             state.chat_started()
         try:
-            self._answer(
-                state, handle_api(state, method, path, raw, self.headers.get("Authorization"))
+            reply = handle_api(
+                state,
+                method,
+                path,
+                raw,
+                self.headers.get("Authorization"),
+                self.headers.get("Content-Type"),
             )
+            self._answer(state, reply)
         finally:
             if chat:
                 state.chat_finished()
@@ -71,9 +77,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(reply)
 
     def _send(self, reply: Reply) -> None:
-        data = json.dumps(reply.body).encode()
+        data = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
         self.send_response(reply.status or 200)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(data)))
         for name, value in reply.headers.items():
             self.send_header(name, value)

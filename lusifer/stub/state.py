@@ -38,6 +38,10 @@ class StubState:
         self._in_flight = 0
         self._prefixes: set[bytes] = set()
         self._max_in_flight = 0
+        # The Files and Batches endpoints' objects, behind their own lock (lusifer.stub.batches).
+        self.batch_lock = threading.Lock()
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
         # Set when the server stops, to cut short the latency and timeout sleeps of handlers.
         self.stopping = threading.Event()
 

@@ -51,6 +51,9 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         (["--users", "99999"], ["unknown user ids"]),
         (["--structured-output", "xml"], ["structured_output"]),
         (["--max-cost", "1"], ["--max-cost", "--price-prompt"]),
+        (["--max-cost", "1", "--batch-api"], ["--max-cost", "--batch-api"]),
+        (["--batch-api", "--batch-discount", "1.5"], ["batch.discount"]),
+        (["--batch-api", "--batch-poll-s", "0"], ["batch.poll_s"]),
     ],
     ids=[
         "missing-data-dir",
@@ -62,6 +65,9 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         "unknown-user",
         "bad-output-mode",
         "max-cost-without-prices",
+        "max-cost-with-batch-api",
+        "batch-discount-over-1",
+        "batch-poll-zero",
     ],
 )
 def test_bad_run_input_fails_cleanly(
@@ -71,6 +77,12 @@ def test_bad_run_input_fails_cleanly(
     result = _run(full, tmp_path)
     _assert_clean_failure(result, *phrases)
     assert not (tmp_path / "lusifer-runs" / "lusifer.db").exists()
+
+
+def test_batch_api_without_an_endpoint_fails_cleanly(data_dir: Path, tmp_path: Path) -> None:
+    result = _run(["run", "--data-dir", str(data_dir), "--batch-api"], tmp_path)
+    _assert_clean_failure(result, "--batch-api", "--base-url")
+    assert not (tmp_path / "lusifer-runs").exists()
 
 
 def test_unreachable_broker_fails_cleanly(data_dir: Path, tmp_path: Path) -> None:

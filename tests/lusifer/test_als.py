@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lusifer.als import fit_als
+from lusifer.als import fit_als, tune_reg
 
 
 def _grid(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,3 +63,29 @@ def test_rejects_empty_or_misaligned_input() -> None:
         fit_als([], [], [])
     with pytest.raises(ValueError):
         fit_als([1, 2], [1], [3.0, 4.0])
+
+
+def test_tune_reg_prefers_strong_penalty_on_pure_noise() -> None:
+    # Independent random ratings: nothing to learn beyond the mean, so the largest penalty
+    # (closest to predicting the biases alone) predicts held-out ratings best.
+    rng = np.random.default_rng(3)
+    u, i, r = _grid(rng.integers(1, 6, (40, 50)).astype(float))
+    assert tune_reg(u, i, r, candidates=(0.001, 0.5), seed=0, n_factors=5) == 0.5
+
+
+def test_tune_reg_prefers_weak_penalty_on_a_clean_low_rank_matrix() -> None:
+    rng = np.random.default_rng(4)
+    matrix = 3.0 + rng.normal(0, 0.6, (40, 3)) @ rng.normal(0, 0.6, (3, 50))
+    u, i, r = _grid(matrix)
+    chosen = tune_reg(
+        u, i, r, candidates=(0.001, 0.5), seed=0, n_factors=3, n_iters=20, rating_range=(-10, 10)
+    )
+    assert chosen == 0.001
+
+
+def test_tune_reg_is_seeded_and_needs_ratings_to_hold_out() -> None:
+    rng = np.random.default_rng(5)
+    u, i, r = _grid(rng.integers(1, 6, (12, 15)).astype(float))
+    assert tune_reg(u, i, r, seed=2) == tune_reg(u, i, r, seed=2)
+    with pytest.raises(ValueError, match="hold some out"):
+        tune_reg([1, 2], [1, 2], [3.0, 4.0], holdout=0.1)

@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 from celery import current_app
 
-from lusifer.celery_app import PROFILE_TASK, RATING_TASK, TASK_BY_KIND, make_celery
+from lusifer.celery_app import (
+    BASELINE_TASK,
+    ENV_STEP_TASK,
+    PROFILE_TASK,
+    RATING_TASK,
+    TASK_BY_KIND,
+    make_celery,
+)
 from lusifer.settings import Settings
 from lusifer.tables import JobKind
 
@@ -92,7 +99,10 @@ def test_task_names_are_distinct_and_stable() -> None:
     # Workers on other hosts and older coordinators send by these names: they must not change.
     assert PROFILE_TASK == "lusifer.profile"
     assert RATING_TASK == "lusifer.rate"
-    assert PROFILE_TASK != RATING_TASK
-    assert set(TASK_BY_KIND) == {JobKind.PROFILE, JobKind.RATING} == {"profile", "rating"}
+    assert BASELINE_TASK == "lusifer.baseline"
+    assert len({PROFILE_TASK, RATING_TASK, BASELINE_TASK, ENV_STEP_TASK}) == 4
+    kinds = {JobKind.PROFILE, JobKind.RATING, JobKind.BASELINE}
+    assert set(TASK_BY_KIND) == kinds == {"profile", "rating", "baseline"}
     assert TASK_BY_KIND[JobKind.PROFILE] == PROFILE_TASK
     assert TASK_BY_KIND[JobKind.RATING] == RATING_TASK
+    assert TASK_BY_KIND[JobKind.BASELINE] == BASELINE_TASK
