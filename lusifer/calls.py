@@ -10,12 +10,13 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
+from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
-from lusifer.tables import CallUse, Job, JobState, LLMCall, utcnow
+from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, utcnow
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,16 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
         prompt_tokens * config.price_prompt_per_mtok
         + completion_tokens * config.price_completion_per_mtok
     ) / 1_000_000
+
+
+def check_budget(engine: Engine, run_id: str) -> None:
+    """Raise ``BudgetExhausted`` when the run's recorded spend has reached its cost cap."""
+    # Two columns, not the run row: this runs before every new call.
+    with Session(engine) as session:
+        row = session.exec(select(Run.spent_usd, Run.max_cost_usd).where(Run.id == run_id)).first()
+    spent, cap = row if row is not None else (0.0, None)
+    if cap is not None and spent >= cap:
+        raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
 
 
 class RecordedModel:
@@ -63,8 +74,13 @@ class RecordedModel:
                 cached_tokens=row.cached_tokens,
                 latency_s=0.0,
             )
+        check_budget(self._engine, self._context.run_id)
         result = self._model.complete(request)
         self.new_calls += 1
+        # A Batch API answer costs the discounted price.
+        cost = result.price_factor * call_cost(
+            self._config, result.prompt_tokens, result.completion_tokens
+        )
         with session_scope(self._engine) as session:
             upsert(
                 session,
@@ -79,12 +95,18 @@ class RecordedModel:
                         "completion_tokens": result.completion_tokens,
                         "cached_tokens": result.cached_tokens,
                         "latency_s": result.latency_s,
-                        "cost_usd": result.price_factor
-                        * call_cost(self._config, result.prompt_tokens, result.completion_tokens),
+                        "cost_usd": cost,
                     }
                 ],
                 keys=["key"],
             )
+            if cost > 0:
+                # In the call's own transaction: the spend the cost cap is checked against.
+                session.execute(
+                    update(Run)
+                    .where(col(Run.id) == self._context.run_id)
+                    .values(spent_usd=Run.spent_usd + cost)
+                )
         self._record_use(key, cached=False, retries=result.retries)
         return result
 

@@ -17,14 +17,21 @@ from lusifer.errors import ServiceError
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
-    """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout)."""
+def get_engine(url: str, pool_size: int = 5, max_overflow: int = 5) -> Engine:
+    """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout).
+
+    The pool is small on purpose: sessions last milliseconds and no connection is held while
+    an LLM call waits, so a worker with 64 threads needs a handful, and 4 workers plus the
+    coordinator stay far below PostgreSQL's default of 100 connections.
+    """
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            engine = create_engine(
+                url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow
+            )
     except (ArgumentError, SQLAlchemyError, ImportError) as err:
         raise ServiceError(
             f"cannot use database URL {redact_url(url)}: {err}; "

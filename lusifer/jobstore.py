@@ -91,6 +91,16 @@ def requeue_job(
         )
 
 
+def release_job(engine: Engine, job_id: str) -> None:
+    """Put a running job back to pending: nobody queues it until the coordinator does."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.state) == JobState.RUNNING)
+            .values(state=JobState.PENDING, updated_at=utcnow())
+        )
+
+
 def take_for_queue(
     engine: Engine,
     job_ids: Sequence[str],

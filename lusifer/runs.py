@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -119,6 +120,12 @@ def _item(row: ItemText) -> Item:
     return Item(row.item_id, row.title, row.year, genres, row.overview)
 
 
+# A worker's threads start their first jobs together: one loads the context, the others wait
+# for it instead of each reading every item text of the dataset.
+_context_lock = threading.Lock()
+
+
 def load_run_context(engine: Engine, run_id: str) -> RunContext:
     """The run's context, cached per process (a run's configuration never changes)."""
-    return _load_context(engine, run_id)
+    with _context_lock:
+        return _load_context(engine, run_id)
