@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
@@ -51,11 +51,19 @@ class RecordedModel:
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer from the cache, or call the model and commit the call at once."""
         key = request.cache_key()
-        with Session(self._engine) as session:
-            row = session.get(LLMCall, key)
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                select(
+                    col(LLMCall.response_text),
+                    col(LLMCall.prompt_tokens),
+                    col(LLMCall.completion_tokens),
+                    col(LLMCall.cached_tokens),
+                ).where(col(LLMCall.key) == key)
+            ).first()
         if row is not None:
             self.cache_hits += 1
-            self._record_use(key, cached=True, retries=0)
+            with session_scope(self._engine) as session:
+                self._record_use(session, key, cached=True, retries=0)
             return ChatResult(
                 text=row.response_text,
                 prompt_tokens=row.prompt_tokens,
@@ -65,6 +73,7 @@ class RecordedModel:
             )
         result = self._model.complete(request)
         self.new_calls += 1
+        # The call and its use in one transaction: committed together before the answer is used.
         with session_scope(self._engine) as session:
             upsert(
                 session,
@@ -86,29 +95,28 @@ class RecordedModel:
                 ],
                 keys=["key"],
             )
-        self._record_use(key, cached=False, retries=result.retries)
+            self._record_use(session, key, cached=False, retries=result.retries)
         return result
 
-    def _record_use(self, key: str, *, cached: bool, retries: int) -> None:
+    def _record_use(self, session: Session, key: str, *, cached: bool, retries: int) -> None:
         # The use is also the job's heartbeat: a job making calls holds its lease.
-        with session_scope(self._engine) as session:
-            session.execute(
-                update(Job)
-                .where(col(Job.id) == self._context.job_id, col(Job.state) == JobState.RUNNING)
-                .values(updated_at=utcnow())
-            )
-            upsert(
-                session,
-                CallUse,
-                [
-                    {
-                        "run_id": self._context.run_id,
-                        "job_id": self._context.job_id,
-                        "call_key": key,
-                        "fold": self._context.fold,
-                        "cached": cached,
-                        "retries": retries,
-                    }
-                ],
-                keys=["run_id", "job_id", "call_key"],
-            )
+        session.connection().execute(
+            update(Job)
+            .where(col(Job.id) == self._context.job_id, col(Job.state) == JobState.RUNNING)
+            .values(updated_at=utcnow())
+        )
+        upsert(
+            session,
+            CallUse,
+            [
+                {
+                    "run_id": self._context.run_id,
+                    "job_id": self._context.job_id,
+                    "call_key": key,
+                    "fold": self._context.fold,
+                    "cached": cached,
+                    "retries": retries,
+                }
+            ],
+            keys=["run_id", "job_id", "call_key"],
+        )

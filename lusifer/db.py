@@ -102,18 +102,18 @@ def upsert(
         return
     dialect = session.get_bind().dialect.name
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # Batches keep the number of bound parameters under SQLite's limit.
-    batch = max(1, 30000 // max(1, len(rows[0])))
-    for start in range(0, len(rows), batch):
-        stmt = insert_fn(table.__table__).values(list(rows[start : start + batch]))  # type: ignore[attr-defined]
-        if update:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={col: getattr(stmt.excluded, col) for col in update},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        session.execute(stmt)
+    stmt = insert_fn(table.__table__)  # type: ignore[attr-defined]
+    if update:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={col: getattr(stmt.excluded, col) for col in update},
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    # One statement, compiled once and cached, executed for many parameter sets (the driver
+    # batches them): a VALUES list of thousands of rows would be compiled anew every time.
+    # Core, not the ORM: the rows are plain dicts and need no identity map.
+    session.connection().execute(stmt, list(rows))
 
 
 def require_tables(engine: Engine) -> None:

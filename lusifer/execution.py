@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
@@ -115,17 +115,21 @@ def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMod
         items=[ItemToRate(i, ctx.item_info[i]) for i in inputs.items],
         max_reask=ctx.config.max_reask,
     )
-    with session_scope(engine) as session:
-        for item_id, rating in outcome.ratings.items():
-            session.execute(
-                update(SimulatedRating)
+    if outcome.ratings:
+        # One UPDATE for many parameter sets, through Core: the ORM's per-statement session
+        # synchronisation cost more than the database did.
+        ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            conn.execute(
+                update(ratings)
                 .where(
-                    col(SimulatedRating.run_id) == ctx.run_id,
-                    col(SimulatedRating.fold) == job.fold,
-                    col(SimulatedRating.user_id) == job.user_id,
-                    col(SimulatedRating.item_id) == item_id,
+                    ratings.c.run_id == ctx.run_id,
+                    ratings.c.fold == job.fold,
+                    ratings.c.user_id == job.user_id,
+                    ratings.c.item_id == bindparam("b_item"),
                 )
-                .values(rating=rating)
+                .values(rating=bindparam("b_rating")),
+                [{"b_item": i, "b_rating": r} for i, r in outcome.ratings.items()],
             )
     if outcome.missing:
         return JobOutcome(

@@ -19,20 +19,34 @@ def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
     worker died. A duplicate delivery of a job that is alive elsewhere is skipped, so no LLM
     call is paid twice.
     """
+    claimed = claim_job_with_run_status(engine, job_id, lease_s)
+    return None if claimed is None else claimed[0]
+
+
+def claim_job_with_run_status(
+    engine: Engine, job_id: str, lease_s: float
+) -> tuple[Job, str | None] | None:
+    """``claim_job``, also returning the status of the job's run, in one round trip."""
     stale = utcnow() - timedelta(seconds=lease_s)
     claimable = or_(
         col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
         and_(col(Job.state) == JobState.RUNNING, col(Job.updated_at) < stale),
     )
-    with session_scope(engine) as session:
-        result = session.execute(
+    run_status_of_job = (
+        select(Run.status).where(col(Run.id) == col(Job.run_id)).scalar_subquery().label("rs")
+    )
+    with engine.begin() as conn:
+        row = conn.execute(
             update(Job)
             .where(col(Job.id) == job_id, claimable)
             .values(state=JobState.RUNNING, attempts=Job.attempts + 1, updated_at=utcnow())
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        return session.get(Job, job_id)
+            .returning(*Job.__table__.columns, run_status_of_job)  # type: ignore[attr-defined]
+        ).first()
+    if row is None:
+        return None
+    fields = row._asdict()
+    status = fields.pop("rs")
+    return Job(**fields), status
 
 
 def release_stale(engine: Engine, run_id: str, lease_s: float) -> int:
@@ -61,8 +75,8 @@ def finish_job(
     reasks: int = 0,
 ) -> None:
     """Record the end of a job (done or failed)."""
-    with session_scope(engine) as session:
-        session.execute(
+    with engine.begin() as conn:
+        conn.execute(
             update(Job)
             .where(col(Job.id) == job_id)
             .values(
@@ -102,6 +116,18 @@ def take_for_queue(engine: Engine, job_ids: Sequence[str], from_states: Sequence
                 for row in rows
             )
     return taken
+
+
+def take_followups_for_queue(engine: Engine, job_id: str) -> list[Job]:
+    """Move the pending jobs that waited for ``job_id`` to queued, in one conditional UPDATE."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(Job)
+            .where(col(Job.depends_on) == job_id, col(Job.state) == JobState.PENDING)
+            .values(state=JobState.QUEUED, updated_at=utcnow())
+            .returning(col(Job.id), col(Job.kind))
+        ).all()
+    return [Job(id=r[0], kind=r[1], run_id="", fold="", user_id=0, inputs_json="") for r in rows]
 
 
 def ready_followups(engine: Engine, job_id: str) -> list[str]:

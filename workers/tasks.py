@@ -18,13 +18,12 @@ from lusifer.env.store import fail_request, set_state
 from lusifer.errors import ConfigurationError, LusiferError, PermanentLLMError, TransientLLMError
 from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
 from lusifer.jobstore import (
-    claim_job,
+    claim_job_with_run_status,
     fail_run,
     finish_job,
     ready_followups,
     requeue_job,
-    run_status,
-    take_for_queue,
+    take_followups_for_queue,
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.runs import load_run_context
@@ -71,10 +70,11 @@ def run_job(task: Task, job_id: str) -> str:
     """Run one job to its end; transient LLM failures hand it back to the queue."""
     settings = get_settings()
     engine = get_engine(_database_url(settings))
-    job = claim_job(engine, job_id, settings.job_lease_s)
-    if job is None:
+    claimed = claim_job_with_run_status(engine, job_id, settings.job_lease_s)
+    if claimed is None:
         return "skipped: finished, running elsewhere, or unknown"
-    if run_status(engine, job.run_id) == "failed":
+    job, status = claimed
+    if status == "failed":
         # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
         requeue_job(engine, job_id)
         return "skipped: run stopped"
@@ -120,7 +120,7 @@ def run_job(task: Task, job_id: str) -> str:
 
 
 def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
-    taken = take_for_queue(engine, ready_followups(engine, job_id), [JobState.PENDING])
+    taken = take_followups_for_queue(engine, job_id)
     if taken:
         send_jobs(app, taken, settings.queue)
 

@@ -116,7 +116,7 @@ class Workers:
 
 @contextmanager
 def celery_workers(
-    env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4
+    env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4, loglevel: str = "INFO"
 ) -> Iterator[Workers]:
     """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end."""
     processes: list[subprocess.Popen[bytes]] = []
@@ -142,7 +142,7 @@ def celery_workers(
                             "-Q",
                             env["LUSIFER_QUEUE"],
                             "--loglevel",
-                            "INFO",
+                            loglevel,
                             "--hostname",
                             f"it{index}-{secrets.token_hex(3)}@%h",
                             "--without-gossip",
