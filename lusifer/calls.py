@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine, bindparam, select, update
+from sqlmodel import Session
 
 from lusifer.config import LLMConfig
 from lusifer.db import session_scope, upsert
@@ -35,6 +35,22 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
     ) / 1_000_000
 
 
+# Built once, run with parameters: assembling statements from ORM attributes on every call
+# cost more CPU than the database spent running them.
+_calls, _jobs = LLMCall.__table__, Job.__table__  # type: ignore[attr-defined]
+_CACHED_ANSWER = select(
+    _calls.c.response_text,
+    _calls.c.prompt_tokens,
+    _calls.c.completion_tokens,
+    _calls.c.cached_tokens,
+).where(_calls.c.key == bindparam("key"))
+_HEARTBEAT = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"), _jobs.c.state == JobState.RUNNING)
+    .values(updated_at=bindparam("now"))
+)
+
+
 class RecordedModel:
     """A ``ChatModel`` that answers from the call cache when it can and records every call."""
 
@@ -52,14 +68,7 @@ class RecordedModel:
         """Answer from the cache, or call the model and commit the call at once."""
         key = request.cache_key()
         with self._engine.connect() as conn:
-            row = conn.execute(
-                select(
-                    col(LLMCall.response_text),
-                    col(LLMCall.prompt_tokens),
-                    col(LLMCall.completion_tokens),
-                    col(LLMCall.cached_tokens),
-                ).where(col(LLMCall.key) == key)
-            ).first()
+            row = conn.execute(_CACHED_ANSWER, {"key": key}).first()
         if row is not None:
             self.cache_hits += 1
             with session_scope(self._engine) as session:
@@ -100,11 +109,7 @@ class RecordedModel:
 
     def _record_use(self, session: Session, key: str, *, cached: bool, retries: int) -> None:
         # The use is also the job's heartbeat: a job making calls holds its lease.
-        session.connection().execute(
-            update(Job)
-            .where(col(Job.id) == self._context.job_id, col(Job.state) == JobState.RUNNING)
-            .values(updated_at=utcnow())
-        )
+        session.connection().execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
         upsert(
             session,
             CallUse,

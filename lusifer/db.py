@@ -100,20 +100,25 @@ def upsert(
     """Insert ``rows``; on a conflict on ``keys`` update ``update`` columns (or do nothing)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    stmt = _upsert_statement(session.get_bind().dialect.name, table, tuple(keys), tuple(update))
+    # One statement for many parameter sets (the driver batches them): a VALUES list of
+    # thousands of rows would be compiled anew every time. Core, not the ORM: the rows are
+    # plain dicts and need no identity map.
+    session.connection().execute(stmt, list(rows))
+
+
+@lru_cache(maxsize=64)
+def _upsert_statement(
+    dialect: str, table: type[SQLModel], keys: tuple[str, ...], update: tuple[str, ...]
+) -> Any:
+    # Built once per table and key set: workers upsert on every LLM call.
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert_fn(table.__table__)  # type: ignore[attr-defined]
     if update:
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={col: getattr(stmt.excluded, col) for col in update},
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={col: getattr(stmt.excluded, col) for col in update}
         )
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    # One statement, compiled once and cached, executed for many parameter sets (the driver
-    # batches them): a VALUES list of thousands of rows would be compiled anew every time.
-    # Core, not the ORM: the rows are plain dicts and need no identity map.
-    session.connection().execute(stmt, list(rows))
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
 def require_tables(engine: Engine) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, bindparam, update
+from sqlalchemy import Engine, case, update
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
@@ -116,8 +116,8 @@ def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMod
         max_reask=ctx.config.max_reask,
     )
     if outcome.ratings:
-        # One UPDATE for many parameter sets, through Core: the ORM's per-statement session
-        # synchronisation cost more than the database did.
+        # One UPDATE for the whole chunk, through Core: per-item statements, and the ORM's
+        # per-statement session synchronisation, cost more than the database did.
         ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
         with engine.begin() as conn:
             conn.execute(
@@ -126,10 +126,9 @@ def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMod
                     ratings.c.run_id == ctx.run_id,
                     ratings.c.fold == job.fold,
                     ratings.c.user_id == job.user_id,
-                    ratings.c.item_id == bindparam("b_item"),
+                    ratings.c.item_id.in_(list(outcome.ratings)),
                 )
-                .values(rating=bindparam("b_rating")),
-                [{"b_item": i, "b_rating": r} for i, r in outcome.ratings.items()],
+                .values(rating=case(outcome.ratings, value=ratings.c.item_id))
             )
     if outcome.missing:
         return JobOutcome(

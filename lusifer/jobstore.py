@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Engine, and_, or_, update
+from sqlalchemy import Engine, and_, bindparam, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from lusifer.db import session_scope
@@ -23,29 +25,38 @@ def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
     return None if claimed is None else claimed[0]
 
 
+def _claim_statement() -> Any:
+    # Built once: assembling this statement from ORM attributes cost more CPU than running it.
+    job, run = Job.__table__, Run.__table__  # type: ignore[attr-defined]
+    claimable = or_(
+        job.c.state.in_([JobState.PENDING, JobState.QUEUED]),
+        and_(job.c.state == JobState.RUNNING, job.c.updated_at < bindparam("stale")),
+    )
+    run_status = sa_select(run.c.status).where(run.c.id == job.c.run_id).scalar_subquery()
+    return (
+        update(job)
+        .where(job.c.id == bindparam("job_id"), claimable)
+        .values(state=JobState.RUNNING, attempts=job.c.attempts + 1, updated_at=bindparam("now"))
+        .returning(*job.c, run_status.label("run_status"))
+    )
+
+
+_CLAIM = _claim_statement()
+
+
 def claim_job_with_run_status(
     engine: Engine, job_id: str, lease_s: float
 ) -> tuple[Job, str | None] | None:
     """``claim_job``, also returning the status of the job's run, in one round trip."""
-    stale = utcnow() - timedelta(seconds=lease_s)
-    claimable = or_(
-        col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
-        and_(col(Job.state) == JobState.RUNNING, col(Job.updated_at) < stale),
-    )
-    run_status_of_job = (
-        select(Run.status).where(col(Run.id) == col(Job.run_id)).scalar_subquery().label("rs")
-    )
+    now = utcnow()
     with engine.begin() as conn:
         row = conn.execute(
-            update(Job)
-            .where(col(Job.id) == job_id, claimable)
-            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, updated_at=utcnow())
-            .returning(*Job.__table__.columns, run_status_of_job)  # type: ignore[attr-defined]
+            _CLAIM, {"job_id": job_id, "stale": now - timedelta(seconds=lease_s), "now": now}
         ).first()
     if row is None:
         return None
     fields = row._asdict()
-    status = fields.pop("rs")
+    status = fields.pop("run_status")
     return Job(**fields), status
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import openai
+from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_random_exponential
@@ -185,11 +186,18 @@ class OpenAICompatibleModel:
             extra["max_tokens"] = request.max_tokens
         started = time.perf_counter()
         try:
-            completion = self._client.chat.completions.create(
-                model=request.model,
-                messages=[{"role": r, "content": c} for r, c in request.messages],  # type: ignore[misc]
-                temperature=request.temperature,
-                **extra,
+            # The client's low-level POST: the same errors, retries off, parsed answer, but
+            # without ``create``'s recursive transform of the arguments (a fifth of the
+            # client's CPU per call, and the arguments here are plain JSON already).
+            completion = self._client.post(
+                "/chat/completions",
+                body={
+                    "model": request.model,
+                    "messages": [{"role": r, "content": c} for r, c in request.messages],
+                    "temperature": request.temperature,
+                    **extra,
+                },
+                cast_to=ChatCompletion,
             )
         except openai.OpenAIError as err:
             raise classify_openai_error(err, request.model, self.base_url) from None
