@@ -8,6 +8,7 @@ and 4 run `lusifer run` in local mode, with the local SmolLM2 model unless `--st
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -16,7 +17,7 @@ import typer
 from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
 from bench.report import console, save_figure
 from bench.throughput import measure_throughput, print_throughput
-from bench.tokens import measure_tokens, print_tokens, print_utilisation
+from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
 from lusifer.errors import LusiferError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -75,23 +76,44 @@ def throughput(
     json_path: JsonOut = DEFAULT_JSON,
 ) -> None:
     """2. Throughput against the ideal at a slow stub, for 1, 2 and 4 worker processes."""
-    results = [
-        measure_throughput(
-            data_dir.resolve(),
-            processes=p,
-            threads=t,
-            latency_s=latency,
-            max_users=max_users,
+    results = []
+    for p, t in _layouts(processes, in_flight):
+        results.append(
+            measure_throughput(
+                data_dir.resolve(), processes=p, threads=t, latency_s=latency, max_users=max_users
+            )
         )
-        for p, t in _layouts(processes, in_flight)
-    ]
+        print_throughput(results[-1:])
+        save_figure(json_path, "throughput", {"layouts": results})
     print_throughput(results)
-    save_figure(json_path, "throughput", {"layouts": results})
 
 
 LocalUsers = Annotated[int, typer.Option(help="Users of the fold, the same for both prompt sets")]
 Overviews = Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")]
 UseStub = Annotated[bool, typer.Option("--stub", help="The stub instead of the local model")]
+
+
+def _local_figures(
+    data_dir: Path,
+    users: int,
+    overview_chars: int,
+    stub: bool,
+    json_path: Path,
+    prompt_sets: tuple[str, ...],
+) -> None:
+    """Run local mode with each prompt set; print and keep figures 3 (with both) and 4."""
+    figure = measure_tokens(
+        data_dir.resolve(),
+        users=users,
+        overview_chars=overview_chars,
+        use_stub=stub,
+        prompt_sets=prompt_sets,
+    )
+    if len(prompt_sets) > 1:
+        print_tokens(figure)
+        save_figure(json_path, "tokens", figure)
+    print_utilisation(figure)
+    save_figure(json_path, "utilisation", figure)
 
 
 @app.command()
@@ -103,13 +125,7 @@ def tokens(
     json_path: JsonOut = DEFAULT_JSON,
 ) -> None:
     """3. Prompt tokens per simulated rating and fidelity: `paper` against `lusifer`."""
-    figure = measure_tokens(
-        data_dir.resolve(), users=users, overview_chars=overview_chars, use_stub=stub
-    )
-    print_tokens(figure)
-    print_utilisation(figure)
-    save_figure(json_path, "tokens", figure)
-    save_figure(json_path, "utilisation", figure)
+    _local_figures(data_dir, users, overview_chars, stub, json_path, PROMPT_SETS)
 
 
 @app.command()
@@ -121,15 +137,7 @@ def utilisation(
     json_path: JsonOut = DEFAULT_JSON,
 ) -> None:
     """4. The model server's utilisation during a `lusifer` run (busy ÷ wall time)."""
-    figure = measure_tokens(
-        data_dir.resolve(),
-        users=users,
-        overview_chars=overview_chars,
-        use_stub=stub,
-        prompt_sets=("lusifer",),
-    )
-    print_utilisation(figure)
-    save_figure(json_path, "utilisation", figure)
+    _local_figures(data_dir, users, overview_chars, stub, json_path, ("lusifer",))
 
 
 @app.command("all")
@@ -152,8 +160,14 @@ def all_figures(
     )
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    # As KeyboardInterrupt, SIGTERM unwinds the services: workers, stub and schema go too.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Run the command line; a Lusifer error ends with its one line."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         app()
     except LusiferError as err:

@@ -9,7 +9,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,10 +161,38 @@ def run_and_time(c: Cluster, config: RunConfig, run_id: str) -> tuple[Plan, RunT
         c.settings.queue,
         Console(file=io.StringIO()),
         lease_s=c.settings.job_lease_s,
-        poll_s=0.2,
+        health_check=watchdog(c, run_id),
     )
     times.execute_s = time.perf_counter() - started
     return plan, times
+
+
+def watchdog(c: Cluster, run_id: str, stall_s: float = 180.0) -> Callable[[], None]:
+    """A check that stops a figure whose workers died or that makes no progress."""
+    progress = {"at": time.monotonic(), "finished": -1}
+
+    def check() -> None:
+        for process in c.workers.processes:
+            if process.poll() is not None:
+                raise ServiceError(f"a worker exited ({process.returncode}): {c.workers.logs}")
+        now = time.monotonic()
+        if now - progress["at"] < 10:
+            return
+        with Session(c.engine) as session:
+            finished = session.exec(
+                select(func.count()).where(
+                    Job.run_id == run_id, col(Job.state).in_([JobState.DONE, JobState.FAILED])
+                )
+            ).one()
+        if finished != progress["finished"]:
+            progress.update(at=now, finished=finished)
+        elif now - progress["at"] > stall_s:
+            raise ServiceError(
+                f"no job of {run_id} finished for {stall_s:.0f} s; see the worker logs "
+                f"{[str(p) for p in c.workers.logs]}"
+            )
+
+    return check
 
 
 @dataclass(frozen=True)

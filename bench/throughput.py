@@ -74,7 +74,11 @@ def measure_throughput(
     """Run a plan against a slow stub with ``processes`` x ``threads`` calls in flight."""
     run_id = f"bench-throughput-{secrets.token_hex(3)}"
     in_flight = processes * threads
-    with cluster(workers=processes, threads=threads, latency_s=latency_s) as c:
+    # Threads hold a connection only around their statements: a small pool per process keeps
+    # all the processes under PostgreSQL's max_connections (shared with others on the machine).
+    pool = max(4, 32 // processes)
+    db_env = {"LUSIFER_DB_POOL_SIZE": str(pool), "LUSIFER_DB_MAX_OVERFLOW": str(pool // 2)}
+    with cluster(workers=processes, threads=threads, latency_s=latency_s, worker_env=db_env) as c:
         config = stub_run_config(data_dir, (fold,), max_users, c.stub.base_url)
         plan, times = run_and_time(c, config, run_id)
         counts = run_counts(c.engine, run_id)

@@ -14,6 +14,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from lusifer.errors import ServiceError
+from lusifer.settings import get_settings
 
 
 @lru_cache(maxsize=8)
@@ -24,7 +25,13 @@ def get_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            settings = get_settings()
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+            )
     except (ArgumentError, SQLAlchemyError, ImportError) as err:
         raise ServiceError(
             f"cannot use database URL {redact_url(url)}: {err}; "

@@ -60,6 +60,15 @@ class Settings(BaseSettings):
     )
     llm_attempts: int = Field(default=5, description="In-call retries of transient errors.")
     llm_backoff_max_s: float = Field(default=30.0, description="Cap of one backoff wait.")
+    db_pool_size: int = Field(
+        default=10, ge=1, description="Database connections a process keeps open (PostgreSQL)."
+    )
+    db_max_overflow: int = Field(
+        default=20,
+        ge=0,
+        description="Extra connections a process may open at peaks; keep processes x "
+        "(pool + overflow) under the server's max_connections.",
+    )
     log_level: str = Field(default="WARNING", description="Log level of Lusifer processes.")
 
 
