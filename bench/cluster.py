@@ -84,7 +84,8 @@ def cluster(
         env = service_env(
             database_url, queue, None, LUSIFER_LOG_LEVEL="WARNING", **(worker_env or {})
         )
-        log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lusifer-bench-")))
+        # Kept after the figure (a few lines at WARNING): a failed figure points at them.
+        log_dir = Path(tempfile.mkdtemp(prefix="lusifer-bench-logs-"))
         pool = stack.enter_context(
             celery_workers(env, log_dir, count=workers, threads=threads, loglevel="WARNING")
         )

@@ -14,6 +14,9 @@ from rich.table import Table
 __all__ = ["Table", "print_table", "save_figure"]
 
 console = Console()
+if not console.is_terminal:
+    # Redirected to a file, rich would squeeze the wide tables into 80 columns.
+    console = Console(width=160)
 
 
 def print_table(table: Table) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,10 +17,19 @@ from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.meta
 from lusifer.errors import ServiceError
 from lusifer.settings import get_settings
 
+_ENGINES = threading.Lock()
 
-@lru_cache(maxsize=8)
+
 def get_engine(url: str) -> Engine:
     """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout)."""
+    # One creator at a time: a worker's threads all ask at once when it starts, and
+    # lru_cache alone would let each of them build an engine with its own connection pool.
+    with _ENGINES:
+        return _engine(url)
+
+
+@lru_cache(maxsize=8)
+def _engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
