@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, bindparam, select, update
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from lusifer.config import LLMConfig
-from lusifer.db import session_scope, upsert
+from lusifer.db import upsert
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
 from lusifer.tables import CallUse, Job, JobState, LLMCall, utcnow
 
@@ -71,8 +70,8 @@ class RecordedModel:
             row = conn.execute(_CACHED_ANSWER, {"key": key}).first()
         if row is not None:
             self.cache_hits += 1
-            with session_scope(self._engine) as session:
-                self._record_use(session, key, cached=True, retries=0)
+            with self._engine.begin() as conn:
+                self._record_use(conn, key, cached=True, retries=0)
             return ChatResult(
                 text=row.response_text,
                 prompt_tokens=row.prompt_tokens,
@@ -83,9 +82,9 @@ class RecordedModel:
         result = self._model.complete(request)
         self.new_calls += 1
         # The call and its use in one transaction: committed together before the answer is used.
-        with session_scope(self._engine) as session:
+        with self._engine.begin() as conn:
             upsert(
-                session,
+                conn,
                 LLMCall,
                 [
                     {
@@ -104,14 +103,14 @@ class RecordedModel:
                 ],
                 keys=["key"],
             )
-            self._record_use(session, key, cached=False, retries=result.retries)
+            self._record_use(conn, key, cached=False, retries=result.retries)
         return result
 
-    def _record_use(self, session: Session, key: str, *, cached: bool, retries: int) -> None:
+    def _record_use(self, conn: Connection, key: str, *, cached: bool, retries: int) -> None:
         # The use is also the job's heartbeat: a job making calls holds its lease.
-        session.connection().execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
+        conn.execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
         upsert(
-            session,
+            conn,
             CallUse,
             [
                 {

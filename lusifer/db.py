@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
@@ -108,7 +108,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def upsert(
-    session: Session,
+    session: Session | Connection,
     table: type[SQLModel],
     rows: Sequence[dict[str, Any]],
     keys: Sequence[str],
@@ -117,11 +117,12 @@ def upsert(
     """Insert ``rows``; on a conflict on ``keys`` update ``update`` columns (or do nothing)."""
     if not rows:
         return
-    stmt = _upsert_statement(session.get_bind().dialect.name, table, tuple(keys), tuple(update))
+    conn = session if isinstance(session, Connection) else session.connection()
+    stmt = _upsert_statement(conn.dialect.name, table, tuple(keys), tuple(update))
     # One statement for many parameter sets (the driver batches them): a VALUES list of
     # thousands of rows would be compiled anew every time. Core, not the ORM: the rows are
     # plain dicts and need no identity map.
-    session.connection().execute(stmt, list(rows))
+    conn.execute(stmt, list(rows))
 
 
 @lru_cache(maxsize=64)

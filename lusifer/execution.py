@@ -9,7 +9,7 @@ from sqlalchemy import Engine, case, update
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
-from lusifer.db import session_scope, upsert
+from lusifer.db import upsert
 from lusifer.errors import OutputValidationError
 from lusifer.jobs import ProfileInputs, RatingInputs
 from lusifer.llm import ChatModel
@@ -48,9 +48,9 @@ def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMo
     recorded = _recorded(engine, model, ctx, job)
 
     def store(step: ProfileStepResult) -> None:
-        with session_scope(engine) as session:
+        with engine.begin() as conn:
             upsert(
-                session,
+                conn,
                 ProfileStep,
                 [
                     {
