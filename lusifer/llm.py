@@ -247,7 +247,12 @@ class OpenAICompatibleModel(OpenAIEndpoint):
             grant = self._limiter.acquire(estimate_tokens(chars, request.max_tokens))
         started = time.perf_counter()
         try:
-            completion = self._client.chat.completions.create(**request_body(request))
+            # The client's low-level POST: the same errors, retries off, parsed answer, but
+            # without ``create``'s recursive transform of the arguments (a fifth of the
+            # client's CPU per call, and the body here is plain JSON already).
+            completion = self._client.post(
+                "/chat/completions", body=request_body(request), cast_to=ChatCompletion
+            )
         except openai.OpenAIError as err:
             error = classify_openai_error(err, request.model, self.base_url)
             if self._limiter is not None and grant is not None:

@@ -16,7 +16,7 @@ from lusifer.baseline_jobs import execute_baseline_job
 from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
 from lusifer.config import LLMConfig
 from lusifer.db import get_engine
-from lusifer.dispatch import BROKER_ERRORS, take_and_send
+from lusifer.dispatch import BROKER_ERRORS, send_followups
 from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
@@ -30,12 +30,12 @@ from lusifer.errors import (
 from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
 from lusifer.jobstore import (
     claim_job,
+    claim_job_with_run_status,
     fail_run,
     finish_job,
     ready_followups,
     release_job,
     requeue_job,
-    run_status,
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
@@ -106,17 +106,18 @@ def _engine(settings: Settings) -> Engine:
         raise ConfigurationError(
             "the worker has no database: set LUSIFER_DATABASE_URL to the run's database"
         )
-    return get_engine(settings.database_url, settings.db_pool_size, settings.db_max_overflow)
+    return get_engine(settings.database_url)
 
 
 def run_job(task: Task, job_id: str) -> str:
     """Run one job to its end; transient LLM failures hand it back to the queue."""
     settings = get_settings()
     engine = _engine(settings)
-    job = claim_job(engine, job_id, settings.job_lease_s)
-    if job is None:
+    claimed = claim_job_with_run_status(engine, job_id, settings.job_lease_s)
+    if claimed is None:
         return "skipped: finished, running elsewhere, or unknown"
-    if run_status(engine, job.run_id) == "failed":
+    job, status = claimed
+    if status == "failed":
         # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
         requeue_job(engine, job_id)
         return "skipped: run stopped"
@@ -166,9 +167,7 @@ def run_job(task: Task, job_id: str) -> str:
 
 def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
     try:
-        take_and_send(
-            engine, app, ready_followups(engine, job_id), settings.queue, [JobState.PENDING]
-        )
+        send_followups(engine, app, job_id, settings.queue)
     except BROKER_ERRORS as err:
         # The job itself is done; its follow-ups went back to pending and the coordinator's
         # sweep sends them once the broker is back.

@@ -136,14 +136,18 @@ def _worker_start(threads: int | None, queue: str) -> list[str]:
 
 
 def start_worker(
-    env: dict[str, str], log: Path, threads: int | None = 4, name: str = "it"
+    env: dict[str, str],
+    log: Path,
+    threads: int | None = 4,
+    name: str = "it",
+    loglevel: str = "INFO",
 ) -> subprocess.Popen[bytes]:
     """Start one worker process the way the product does, its output going to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [
                 *_worker_start(threads, env["LUSIFER_QUEUE"]),
-                *("--loglevel", "INFO", "--hostname", f"{name}-{secrets.token_hex(3)}@%h"),
+                *("--loglevel", loglevel, "--hostname", f"{name}-{secrets.token_hex(3)}@%h"),
                 *("--without-gossip", "--without-mingle"),
             ],
             stdout=out,
@@ -168,7 +172,11 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 30
 
 @contextmanager
 def celery_workers(
-    env: dict[str, str], log_dir: Path, count: int = 2, threads: int | None = 4
+    env: dict[str, str],
+    log_dir: Path,
+    count: int = 2,
+    threads: int | None = 4,
+    loglevel: str = "INFO",
 ) -> Iterator[Workers]:
     """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end.
 
@@ -180,7 +188,7 @@ def celery_workers(
         for index in range(count):
             log = log_dir / f"worker-{index}-{secrets.token_hex(2)}.log"
             logs.append(log)
-            processes.append(start_worker(env, log, threads, name=f"it{index}"))
+            processes.append(start_worker(env, log, threads, name=f"it{index}", loglevel=loglevel))
         yield Workers(processes, logs)
     finally:
         stop_processes(processes)
