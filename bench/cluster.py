@@ -162,6 +162,7 @@ def run_and_time(c: Cluster, config: RunConfig, run_id: str) -> tuple[Plan, RunT
         c.settings.queue,
         Console(file=io.StringIO()),
         lease_s=c.settings.job_lease_s,
+        requeue_grace_s=c.settings.requeue_grace_s,
         health_check=watchdog(c, run_id),
     )
     times.execute_s = time.perf_counter() - started
