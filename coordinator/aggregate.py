@@ -34,6 +34,8 @@ class FoldResult:
     completion_tokens: int
     cost_usd: float
     failed_jobs: int
+    # Prompt tokens the server answered from its prefix cache (where it says so).
+    cached_tokens: int = 0
 
     @property
     def coverage_pct(self) -> float:
@@ -84,6 +86,7 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
                 func.coalesce(func.sum(LLMCall.prompt_tokens), 0),
                 func.coalesce(func.sum(LLMCall.completion_tokens), 0),
                 func.coalesce(func.sum(LLMCall.cost_usd), 0.0),
+                func.coalesce(func.sum(LLMCall.cached_tokens), 0),
             )
             .select_from(CallUse)
             .join(LLMCall, col(LLMCall.key) == col(CallUse.call_key))
@@ -95,7 +98,7 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
                 func.coalesce(func.sum(case((col(Job.state) == JobState.FAILED, 1), else_=0)), 0),
             ).where(Job.run_id == run_id, Job.fold == fold)
         ).one()
-    calls, cached, retries, prompt_tokens, completion_tokens, _stored_cost = usage
+    calls, cached, retries, prompt_tokens, completion_tokens, _stored_cost, cached_tokens = usage
     # Priced at this run's prices: a call cached by another run keeps that run's price.
     cost = call_cost(_llm_config(engine, run_id), int(prompt_tokens), int(completion_tokens))
     return FoldResult(
@@ -111,6 +114,7 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
         completion_tokens=int(completion_tokens),
         cost_usd=float(cost),
         failed_jobs=int(jobs[1]),
+        cached_tokens=int(cached_tokens),
     )
 
 

@@ -34,11 +34,18 @@ from lusifer.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
 from lusifer.db import check_database, create_tables, get_engine
 from lusifer.errors import ConfigurationError
 
+THREADS_HELP = (
+    "Local mode: threads per worker, i.e. LLM calls in flight "
+    "(default 1 with the local model, else LUSIFER_WORKER_CONCURRENCY, 80)"
+)
+MAX_COST_HELP = (
+    "Stop calling the LLM when the run's recorded spend (at --price-*) reaches this many USD; "
+    "the run stays resumable"
+)
 BATCH_API_HELP = (
     "Send the LLM calls through the OpenAI Batch API (half the price, answers within 24 h); "
     "needs no broker or workers"
 )
-THREADS_HELP = "Local mode: threads per worker (default 1 with the local model, else 8)"
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -87,6 +94,15 @@ def run(
     overview_chars: Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")] = 600,
     price_prompt: Annotated[float, typer.Option(help="USD per 1M prompt tokens")] = 0.0,
     price_completion: Annotated[float, typer.Option(help="USD per 1M completion tokens")] = 0.0,
+    rpm: Annotated[
+        int | None, typer.Option(help="Requests per minute to the endpoint, for all workers")
+    ] = None,
+    tpm: Annotated[
+        int | None, typer.Option(help="Tokens per minute to the endpoint, for all workers")
+    ] = None,
+    rate_window: Annotated[
+        float, typer.Option(help="Seconds the --rpm/--tpm limits count over (60: per minute)")
+    ] = 60.0,
     batch_api: Annotated[bool, typer.Option(help=BATCH_API_HELP)] = False,
     batch_discount: Annotated[
         float, typer.Option(help="Batch API: share of the online price saved (OpenAI: 0.5)")
@@ -97,6 +113,14 @@ def run(
     run_id: Annotated[str | None, typer.Option(help="Name of the run (default: dated)")] = None,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    max_cost: Annotated[float | None, typer.Option(help=MAX_COST_HELP, min=0.0)] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan with estimated tokens and cost; call and write nothing",
+        ),
+    ] = False,
 ) -> None:
     """Run phase 1 (profiles) and phase 2 (ratings) and print the metrics per fold."""
     name = run_id or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
@@ -118,6 +142,16 @@ def run(
             output = structured_output or "json_schema"
             if model_name is None:
                 raise ConfigurationError("--base-url needs --model (or LUSIFER_LLM_MODEL)")
+        if max_cost is not None and batch_api:
+            raise ConfigurationError(
+                "--max-cost watches online calls one by one; a --batch-api run submits them "
+                "in batches: use --dry-run to see its cost first"
+            )
+        if max_cost is not None and price_prompt == 0 and price_completion == 0:
+            raise ConfigurationError(
+                "--max-cost counts spend at the configured prices: "
+                "also pass --price-prompt and --price-completion"
+            )
         dataset, default_folds = choose_dataset(
             settings,
             data_dir=data_dir,
@@ -150,13 +184,25 @@ def run(
                     "structured_output": output,
                     "price_prompt_per_mtok": price_prompt,
                     "price_completion_per_mtok": price_completion,
+                    "rpm": rpm,
+                    "tpm": tpm,
+                    "rate_window_s": rate_window,
                 },
                 "batch": (
                     {"discount": batch_discount, "poll_s": batch_poll_s} if batch_api else None
                 ),
             }
         )
-        start_run(config, name, settings, console, workers=workers, threads=threads)
+        start_run(
+            config,
+            name,
+            settings,
+            console,
+            workers=workers,
+            threads=threads,
+            max_cost=max_cost,
+            dry_run=dry_run,
+        )
 
     guard(action, name)
 
@@ -166,6 +212,9 @@ def resume(
     run_id: str,
     workers: Annotated[int, typer.Option(help="Local mode: worker processes")] = 1,
     threads: Annotated[int | None, typer.Option(help=THREADS_HELP)] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="A new cost cap in USD (a run stopped at its cap)", min=0.0)
+    ] = None,
     batch_poll_s: Annotated[
         float | None, typer.Option(help="Batch API runs: seconds between status polls")
     ] = None,
@@ -178,6 +227,7 @@ def resume(
             console,
             workers=workers,
             threads=threads,
+            max_cost=max_cost,
             poll_s=batch_poll_s,
         ),
         run_id,

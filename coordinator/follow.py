@@ -36,6 +36,25 @@ class RunStopped(LusiferError):
     """The run was stopped by a permanent failure (the message says which)."""
 
 
+class CostCapReached(LusiferError):
+    """The run's recorded spend reached its ``--max-cost``; it is left resumable."""
+
+
+def over_budget(run: Run) -> bool:
+    """Whether a run has spent its cost cap."""
+    return run.max_cost_usd is not None and run.spent_usd >= run.max_cost_usd
+
+
+def _cap_message(engine: Engine, run_id: str, unfinished: int) -> str:
+    with Session(engine) as session:
+        run = session.get(Run, run_id)
+        spent, cap = (run.spent_usd, run.max_cost_usd or 0.0) if run else (0.0, 0.0)
+    return (
+        f"run {run_id} stopped at its cost cap: spent ${spent:.4f} of ${cap:.4f} with "
+        f"{unfinished} jobs left; `lusifer resume {run_id} --max-cost HIGHER` continues it"
+    )
+
+
 def job_counts(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
     """Number of jobs per kind and state."""
     counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -161,8 +180,10 @@ def follow(
     requeue_grace_s: float,
     poll_s: float = 0.5,
     health_check: Callable[[], None] | None = None,
+    cap_grace_s: float = 10.0,
 ) -> None:
-    """Enqueue ready jobs and show progress until every job is done or failed."""
+    """Enqueue ready jobs and show progress until every job is done or failed, or the run's
+    spend reaches its cost cap (``CostCapReached``)."""
     dispatcher = _Dispatcher(engine, app, run_id, queue, console, requeue_grace_s)
     progress = Progress(
         SpinnerColumn(),
@@ -183,6 +204,7 @@ def follow(
             for kind, label in ((JobKind.PROFILE, "profiles"), (JobKind.RATING, "ratings"))
         }
         last_sweep = 0.0
+        capped_at: float | None = None
         while True:
             if time.monotonic() - last_sweep > min(60.0, lease_s / 4):
                 # Jobs orphaned by a dead worker go back to pending and are sent again.
@@ -192,7 +214,9 @@ def follow(
                 run = session.get(Run, run_id)
                 if run is not None and run.status == "failed":
                     raise RunStopped(f"run {run_id} stopped: {run.error}")
-            dispatcher.tick()
+            capped = run is not None and over_budget(run)
+            if not capped:
+                dispatcher.tick()
             counts = job_counts(engine, run_id)
             unfinished = 0
             for kind, bar in bars.items():
@@ -206,6 +230,15 @@ def follow(
             if unfinished == 0:
                 set_run_status(engine, run_id, "done")
                 return
+            if capped:
+                capped_at = capped_at or time.monotonic()
+                running = sum(c.get(JobState.RUNNING, 0) for c in counts.values())
+                queued = sum(c.get(JobState.QUEUED, 0) for c in counts.values())
+                # Stop once the calls in flight have landed and the workers have handed back
+                # the jobs still queued (or have had time to); the rest waits for a higher cap.
+                if running == 0 and (queued == 0 or time.monotonic() - capped_at > cap_grace_s):
+                    set_run_status(engine, run_id, "capped")
+                    raise CostCapReached(_cap_message(engine, run_id, unfinished))
             if health_check is not None:
                 health_check()
             time.sleep(poll_s)

@@ -61,9 +61,10 @@ def metrics_table(results: list[FoldResult], title: str) -> Table:
 
 
 def cost_table(results: list[FoldResult]) -> Table:
-    """LLM calls, tokens and estimated cost per fold, with totals."""
+    """LLM calls, tokens (and how many the server's prefix cache served) and cost per fold."""
     table = Table(title="LLM usage", title_justify="left", header_style="bold")
-    for name in ("fold", "rated", "LLM calls", "from cache", "prompt tok", "compl. tok", "cost $"):
+    names = ("fold", "rated", "LLM calls", "from cache", "prompt tok", "cached tok", "compl. tok")
+    for name in (*names, "cost $"):
         table.add_column(name, justify="left" if name == "fold" else "right")
     rows = [
         (
@@ -72,6 +73,7 @@ def cost_table(results: list[FoldResult]) -> Table:
             r.calls,
             r.cache_hits,
             r.prompt_tokens,
+            r.cached_tokens,
             r.completion_tokens,
             r.cost_usd,
         )
@@ -85,17 +87,19 @@ def cost_table(results: list[FoldResult]) -> Table:
                 sum(r.calls for r in results),
                 sum(r.cache_hits for r in results),
                 sum(r.prompt_tokens for r in results),
+                sum(r.cached_tokens for r in results),
                 sum(r.completion_tokens for r in results),
                 sum(r.cost_usd for r in results),
             )
         )
-    for fold, rated, calls, cached, prompt, completion, cost in rows:
+    for fold, rated, calls, cached, prompt, prompt_cached, completion, cost in rows:
         table.add_row(
             fold,
             rated,
             f"{calls:,}",
             f"{cached:,}",
             f"{prompt:,}",
+            f"{prompt_cached:,}",
             f"{completion:,}",
             f"{cost:.4f}",
         )

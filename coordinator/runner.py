@@ -6,11 +6,12 @@ import json
 from pathlib import Path
 
 from rich.console import Console
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Engine, update
+from sqlmodel import Session, col
 
 from coordinator.aggregate import aggregate_run
 from coordinator.batch_run import drive_batch_run
+from coordinator.estimate import estimate_plan, print_estimate
 from coordinator.follow import follow, reset_unfinished, set_run_status
 from coordinator.planner import Plan, describe_plan, plan_run, store_plan
 from coordinator.report import print_report
@@ -24,7 +25,14 @@ from lusifer.dataset import (
     load_csv_dataset,
     load_movielens_100k,
 )
-from lusifer.db import check_database, create_tables, get_engine, redact_url, require_tables
+from lusifer.db import (
+    check_database,
+    create_tables,
+    get_engine,
+    redact_url,
+    require_tables,
+    session_scope,
+)
 from lusifer.endpoints import api_key
 from lusifer.errors import ConfigurationError, DataError
 from lusifer.prompts import load_prompt_set
@@ -83,16 +91,23 @@ def start_run(
     *,
     workers: int,
     threads: int | None,
+    max_cost: float | None = None,
+    dry_run: bool = False,
 ) -> None:
-    """Plan, enqueue and follow a new run, then print its report."""
+    """Plan, enqueue and follow a new run, then print its report (or only its estimate)."""
     dataset = load_dataset(config)
     prompts = load_prompt_set(config.prompt_set, config.prompts_dir)
     plan = plan_run(run_id, config, dataset, prompts)
+    plan.run["max_cost_usd"] = max_cost
     console.print(f"[bold]run {run_id}[/]: {describe_plan(plan)}")
     console.print(
         f"prompt set {prompts.name} v{prompts.version} ({prompts.content_hash}), "
         f"model {config.llm.model}"
     )
+    if dry_run:
+        # Before any service: no broker, database or model server is started or touched.
+        print_estimate(console, run_id, config, estimate_plan(plan, config, dataset, prompts))
+        return
     if config.batch is not None:
         _start_batch_run(config, run_id, plan, dataset, settings, console)
         return
@@ -235,6 +250,7 @@ def resume_run(
     *,
     workers: int,
     threads: int | None,
+    max_cost: float | None = None,
     poll_s: float | None = None,
 ) -> None:
     """Finish an interrupted run; calls that already succeeded come from the cache."""
@@ -243,11 +259,19 @@ def resume_run(
         _resume_batch_run(config, run_id, settings, console, poll_s=poll_s)
         return
     with run_services(settings, config, workers=workers, threads=threads) as services:
+        if max_cost is not None:
+            set_max_cost(services.engine, run_id, max_cost)
         reopened = reset_unfinished(
             services.engine, run_id, include_running=services.health_check is not None
         )
         console.print(f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs sent again")
         _follow_and_report(services, run_id, config, settings, console)
+
+
+def set_max_cost(engine: Engine, run_id: str, max_cost: float) -> None:
+    """Give a run a new cost cap (a resume with a higher --max-cost)."""
+    with session_scope(engine) as session:
+        session.execute(update(Run).where(col(Run.id) == run_id).values(max_cost_usd=max_cost))
 
 
 def report_run(run_id: str, settings: Settings, console: Console) -> None:

@@ -115,7 +115,7 @@ def run_services(
             # llama.cpp's server answers one request at a time and reuses the evaluated prefix
             # of the previous prompt: one thread keeps a user's chunks in a row (its profile
             # evaluated once) where more threads would only interleave users.
-            threads = 1 if uses_local_model else 8
+            threads = 1 if uses_local_model else settings.worker_concurrency
         pool = stack.enter_context(
             local_workers(work_dir, worker_env, workers, threads, settings.queue)
         )

@@ -3,6 +3,7 @@
 # role's command (so that it receives SIGTERM itself and can finish its job):
 #   lusifer init-db | lusifer worker | celery -A workers.app flower ... | lusifer run ...
 # LUSIFER_SKIP_WAIT=1 skips the wait; LUSIFER_WAIT_TIMEOUT sets it (seconds, default 60).
+# `lusifer worker` runs LUSIFER_WORKER_CONCURRENCY threads (default 80: LLM calls in flight).
 set -euo pipefail
 
 if [[ $# -eq 0 ]]; then

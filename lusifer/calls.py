@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, update
-from sqlmodel import Session, col
+from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from lusifer.config import LLMConfig
-from lusifer.db import session_scope, upsert
+from lusifer.db import upsert
+from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
-from lusifer.tables import CallUse, Job, JobState, LLMCall, utcnow
+from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, utcnow
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,39 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
     ) / 1_000_000
 
 
+# Built once, run with parameters: assembling statements from ORM attributes on every call
+# cost more CPU than the database spent running them.
+_calls, _jobs = LLMCall.__table__, Job.__table__  # type: ignore[attr-defined]
+_runs = Run.__table__  # type: ignore[attr-defined]
+_CACHED_ANSWER = select(
+    _calls.c.response_text,
+    _calls.c.prompt_tokens,
+    _calls.c.completion_tokens,
+    _calls.c.cached_tokens,
+).where(_calls.c.key == bindparam("key"))
+_HEARTBEAT = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"), _jobs.c.state == JobState.RUNNING)
+    .values(updated_at=bindparam("now"))
+)
+# Two columns, not the run row: this runs before every new call.
+_BUDGET = select(_runs.c.spent_usd, _runs.c.max_cost_usd).where(_runs.c.id == bindparam("run_id"))
+_SPEND = (
+    update(_runs)
+    .where(_runs.c.id == bindparam("run_id"))
+    .values(spent_usd=_runs.c.spent_usd + bindparam("cost"))
+)
+
+
+def check_budget(engine: Engine, run_id: str) -> None:
+    """Raise ``BudgetExhausted`` when the run's recorded spend has reached its cost cap."""
+    with engine.connect() as conn:
+        row = conn.execute(_BUDGET, {"run_id": run_id}).first()
+    spent, cap = (row[0], row[1]) if row is not None else (0.0, None)
+    if cap is not None and spent >= cap:
+        raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
+
+
 class RecordedModel:
     """A ``ChatModel`` that answers from the call cache when it can and records every call."""
 
@@ -51,11 +84,12 @@ class RecordedModel:
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer from the cache, or call the model and commit the call at once."""
         key = request.cache_key()
-        with Session(self._engine) as session:
-            row = session.get(LLMCall, key)
+        with self._engine.connect() as conn:
+            row = conn.execute(_CACHED_ANSWER, {"key": key}).first()
         if row is not None:
             self.cache_hits += 1
-            self._record_use(key, cached=True, retries=0)
+            with self._engine.begin() as conn:
+                self._record_use(conn, key, cached=True, retries=0)
             return ChatResult(
                 text=row.response_text,
                 prompt_tokens=row.prompt_tokens,
@@ -63,11 +97,17 @@ class RecordedModel:
                 cached_tokens=row.cached_tokens,
                 latency_s=0.0,
             )
+        check_budget(self._engine, self._context.run_id)
         result = self._model.complete(request)
         self.new_calls += 1
-        with session_scope(self._engine) as session:
+        # A Batch API answer costs the discounted price.
+        cost = result.price_factor * call_cost(
+            self._config, result.prompt_tokens, result.completion_tokens
+        )
+        # The call and its use in one transaction: committed together before the answer is used.
+        with self._engine.begin() as conn:
             upsert(
-                session,
+                conn,
                 LLMCall,
                 [
                     {
@@ -79,35 +119,32 @@ class RecordedModel:
                         "completion_tokens": result.completion_tokens,
                         "cached_tokens": result.cached_tokens,
                         "latency_s": result.latency_s,
-                        "cost_usd": result.price_factor
-                        * call_cost(self._config, result.prompt_tokens, result.completion_tokens),
+                        "cost_usd": cost,
                     }
                 ],
                 keys=["key"],
             )
-        self._record_use(key, cached=False, retries=result.retries)
+            if cost > 0:
+                # In the call's own transaction: the spend the cost cap is checked against.
+                conn.execute(_SPEND, {"run_id": self._context.run_id, "cost": cost})
+            self._record_use(conn, key, cached=False, retries=result.retries)
         return result
 
-    def _record_use(self, key: str, *, cached: bool, retries: int) -> None:
+    def _record_use(self, conn: Connection, key: str, *, cached: bool, retries: int) -> None:
         # The use is also the job's heartbeat: a job making calls holds its lease.
-        with session_scope(self._engine) as session:
-            session.execute(
-                update(Job)
-                .where(col(Job.id) == self._context.job_id, col(Job.state) == JobState.RUNNING)
-                .values(updated_at=utcnow())
-            )
-            upsert(
-                session,
-                CallUse,
-                [
-                    {
-                        "run_id": self._context.run_id,
-                        "job_id": self._context.job_id,
-                        "call_key": key,
-                        "fold": self._context.fold,
-                        "cached": cached,
-                        "retries": retries,
-                    }
-                ],
-                keys=["run_id", "job_id", "call_key"],
-            )
+        conn.execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
+        upsert(
+            conn,
+            CallUse,
+            [
+                {
+                    "run_id": self._context.run_id,
+                    "job_id": self._context.job_id,
+                    "call_key": key,
+                    "fold": self._context.fold,
+                    "cached": cached,
+                    "retries": retries,
+                }
+            ],
+            keys=["run_id", "job_id", "call_key"],
+        )

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from lusifer.dataset import ColumnMapping
 from lusifer.errors import ConfigurationError
+from lusifer.ratelimit import RateLimits
 
 LOCAL_BASE_URL = "local"
 
@@ -39,6 +40,19 @@ class LLMConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
     price_prompt_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M prompt tokens")
     price_completion_per_mtok: float = Field(default=0.0, ge=0, description="USD per 1M output")
+    rpm: int | None = Field(
+        default=None, ge=1, description="Requests per rate window, shared by every worker"
+    )
+    tpm: int | None = Field(
+        default=None, ge=1, description="Tokens per rate window, shared by every worker"
+    )
+    rate_window_s: float = Field(
+        default=60.0, gt=0, description="Length of the rate-limit window (60: per minute)"
+    )
+
+    def rate_limits(self) -> RateLimits:
+        """The endpoint's shared limits."""
+        return RateLimits(self.rpm, self.tpm, self.rate_window_s)
 
 
 class BatchConfig(BaseModel):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event, inspect, text
+from sqlalchemy import Connection, Engine, event, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine
@@ -16,17 +17,33 @@ from sqlmodel import Session, SQLModel, create_engine
 from lusifer import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 from lusifer.errors import ServiceError
 from lusifer.migrate import SchemaUpgrade, require_current_schema, upgrade_schema
+from lusifer.settings import get_settings
+
+_ENGINES = threading.Lock()
+
+
+def get_engine(url: str) -> Engine:
+    """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout)."""
+    # One creator at a time: a worker's threads all ask at once when it starts, and
+    # lru_cache alone would let each of them build an engine with its own connection pool.
+    with _ENGINES:
+        return _engine(url)
 
 
 @lru_cache(maxsize=8)
-def get_engine(url: str) -> Engine:
-    """Return a process-wide engine for ``url`` (SQLite gets WAL and a busy timeout)."""
+def _engine(url: str) -> Engine:
     try:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            settings = get_settings()
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=settings.db_pool_size,
+                max_overflow=settings.db_max_overflow,
+            )
     except (ArgumentError, SQLAlchemyError, ImportError) as err:
         raise ServiceError(
             f"cannot use database URL {redact_url(url)}: {err}; "
@@ -110,7 +127,7 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 
 
 def upsert(
-    session: Session,
+    session: Session | Connection,
     table: type[SQLModel],
     rows: Sequence[dict[str, Any]],
     keys: Sequence[str],
@@ -119,20 +136,26 @@ def upsert(
     """Insert ``rows``; on a conflict on ``keys`` update ``update`` columns (or do nothing)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
+    conn = session if isinstance(session, Connection) else session.connection()
+    stmt = _upsert_statement(conn.dialect.name, table, tuple(keys), tuple(update))
+    # One statement for many parameter sets (the driver batches them): a VALUES list of
+    # thousands of rows would be compiled anew every time. Core, not the ORM: the rows are
+    # plain dicts and need no identity map.
+    conn.execute(stmt, list(rows))
+
+
+@lru_cache(maxsize=64)
+def _upsert_statement(
+    dialect: str, table: type[SQLModel], keys: tuple[str, ...], update: tuple[str, ...]
+) -> Any:
+    # Built once per table and key set: workers upsert on every LLM call.
     insert_fn = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # Batches keep the number of bound parameters under SQLite's limit.
-    batch = max(1, 30000 // max(1, len(rows[0])))
-    for start in range(0, len(rows), batch):
-        stmt = insert_fn(table.__table__).values(list(rows[start : start + batch]))  # type: ignore[attr-defined]
-        if update:
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(keys),
-                set_={col: getattr(stmt.excluded, col) for col in update},
-            )
-        else:
-            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-        session.execute(stmt)
+    stmt = insert_fn(table.__table__)  # type: ignore[attr-defined]
+    if update:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys), set_={col: getattr(stmt.excluded, col) for col in update}
+        )
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
 
 
 def require_tables(engine: Engine) -> None:

@@ -11,6 +11,8 @@ the fix; the command line prints that line and exits non-zero, never a traceback
   - ``OutputValidationError`` an answer that stays invalid after re-asking: the job fails
                               with the raw text stored, the run goes on.
 - ``ServiceError``        broker or database unreachable.
+- ``BudgetExhausted``     the run's recorded spend reached its ``--max-cost``: the job is
+                          handed back, the run stays resumable.
 """
 
 from __future__ import annotations
@@ -54,3 +56,7 @@ class OutputValidationError(LLMError):
     def __init__(self, message: str, raw_text: str = "") -> None:
         super().__init__(message)
         self.raw_text = raw_text
+
+
+class BudgetExhausted(LusiferError):
+    """The run has spent its cost cap; no new LLM call is made until the cap is raised."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, case, update
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
-from lusifer.db import session_scope, upsert
+from lusifer.db import upsert
 from lusifer.errors import OutputValidationError
 from lusifer.jobs import ProfileInputs, RatingInputs
 from lusifer.llm import ChatModel
@@ -48,9 +48,9 @@ def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMo
     recorded = _recorded(engine, model, ctx, job)
 
     def store(step: ProfileStepResult) -> None:
-        with session_scope(engine) as session:
+        with engine.begin() as conn:
             upsert(
-                session,
+                conn,
                 ProfileStep,
                 [
                     {
@@ -117,17 +117,20 @@ def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMod
         items=[ItemToRate(i, ctx.item_info[i]) for i in inputs.items],
         max_reask=ctx.config.max_reask,
     )
-    with session_scope(engine) as session:
-        for item_id, rating in outcome.ratings.items():
-            session.execute(
-                update(SimulatedRating)
+    if outcome.ratings:
+        # One UPDATE for the whole chunk, through Core: per-item statements, and the ORM's
+        # per-statement session synchronisation, cost more than the database did.
+        ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
+        with engine.begin() as conn:
+            conn.execute(
+                update(ratings)
                 .where(
-                    col(SimulatedRating.run_id) == ctx.run_id,
-                    col(SimulatedRating.fold) == job.fold,
-                    col(SimulatedRating.user_id) == job.user_id,
-                    col(SimulatedRating.item_id) == item_id,
+                    ratings.c.run_id == ctx.run_id,
+                    ratings.c.fold == job.fold,
+                    ratings.c.user_id == job.user_id,
+                    ratings.c.item_id.in_(list(outcome.ratings)),
                 )
-                .values(rating=rating)
+                .values(rating=case(outcome.ratings, value=ratings.c.item_id))
             )
     if outcome.missing:
         return JobOutcome(

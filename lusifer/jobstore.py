@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, and_, or_, update
+from sqlalchemy import ColumnElement, Engine, and_, bindparam, or_, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from lusifer.db import session_scope
@@ -19,20 +21,43 @@ def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
     worker died. A duplicate delivery of a job that is alive elsewhere is skipped, so no LLM
     call is paid twice.
     """
-    stale = utcnow() - timedelta(seconds=lease_s)
+    claimed = claim_job_with_run_status(engine, job_id, lease_s)
+    return None if claimed is None else claimed[0]
+
+
+def _claim_statement() -> Any:
+    # Built once: assembling this statement from ORM attributes cost more CPU than running it.
+    job, run = Job.__table__, Run.__table__  # type: ignore[attr-defined]
     claimable = or_(
-        col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
-        and_(col(Job.state) == JobState.RUNNING, col(Job.updated_at) < stale),
+        job.c.state.in_([JobState.PENDING, JobState.QUEUED]),
+        and_(job.c.state == JobState.RUNNING, job.c.updated_at < bindparam("stale")),
     )
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Job)
-            .where(col(Job.id) == job_id, claimable)
-            .values(state=JobState.RUNNING, attempts=Job.attempts + 1, updated_at=utcnow())
-        )
-        if result.rowcount != 1:  # type: ignore[attr-defined]
-            return None
-        return session.get(Job, job_id)
+    run_status = sa_select(run.c.status).where(run.c.id == job.c.run_id).scalar_subquery()
+    return (
+        update(job)
+        .where(job.c.id == bindparam("job_id"), claimable)
+        .values(state=JobState.RUNNING, attempts=job.c.attempts + 1, updated_at=bindparam("now"))
+        .returning(*job.c, run_status.label("run_status"))
+    )
+
+
+_CLAIM = _claim_statement()
+
+
+def claim_job_with_run_status(
+    engine: Engine, job_id: str, lease_s: float
+) -> tuple[Job, str | None] | None:
+    """``claim_job``, also returning the status of the job's run, in one round trip."""
+    now = utcnow()
+    with engine.begin() as conn:
+        row = conn.execute(
+            _CLAIM, {"job_id": job_id, "stale": now - timedelta(seconds=lease_s), "now": now}
+        ).first()
+    if row is None:
+        return None
+    fields = row._asdict()
+    status = fields.pop("run_status")
+    return Job(**fields), status
 
 
 def release_stale(engine: Engine, run_id: str, lease_s: float) -> int:
@@ -61,8 +86,8 @@ def finish_job(
     reasks: int = 0,
 ) -> None:
     """Record the end of a job (done or failed)."""
-    with session_scope(engine) as session:
-        session.execute(
+    with engine.begin() as conn:
+        conn.execute(
             update(Job)
             .where(col(Job.id) == job_id)
             .values(
@@ -88,6 +113,16 @@ def requeue_job(
                 error=error,
                 updated_at=utcnow() + timedelta(seconds=due_in_s),
             )
+        )
+
+
+def release_job(engine: Engine, job_id: str) -> None:
+    """Put a running job back to pending: nobody queues it until the coordinator does."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(col(Job.id) == job_id, col(Job.state) == JobState.RUNNING)
+            .values(state=JobState.PENDING, updated_at=utcnow())
         )
 
 
@@ -147,6 +182,18 @@ def queued_since(engine: Engine, run_id: str, cutoff: datetime) -> list[str]:
             )
         ).all()
         return list(rows)
+
+
+def take_followups_for_queue(engine: Engine, job_id: str) -> list[Job]:
+    """Move the pending jobs that waited for ``job_id`` to queued, in one conditional UPDATE."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            update(Job)
+            .where(col(Job.depends_on) == job_id, col(Job.state) == JobState.PENDING)
+            .values(state=JobState.QUEUED, updated_at=utcnow())
+            .returning(col(Job.id), col(Job.kind))
+        ).all()
+    return [Job(id=r[0], kind=r[1], run_id="", fold="", user_id=0, inputs_json="") for r in rows]
 
 
 def ready_followups(engine: Engine, job_id: str) -> list[str]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, select
 
 from lusifer.config import RunConfig, parse_run_config
@@ -96,8 +99,10 @@ def _load_context(engine: Engine, run_id: str) -> RunContext:
         if run is None:
             raise DataError(f"run {run_id!r} is not in the database; check the run id")
         fingerprint = run.dataset_fingerprint
-        items = session.exec(
-            select(ItemText).where(ItemText.dataset_fingerprint == fingerprint)
+        # Plain rows, not ORM objects: a dataset has thousands of items.
+        texts = ItemText.__table__  # type: ignore[attr-defined]
+        items = session.execute(
+            sa_select(texts).where(texts.c.dataset_fingerprint == fingerprint)
         ).all()
         users = session.exec(
             select(UserText.user_id, UserText.info).where(
@@ -114,11 +119,17 @@ def _load_context(engine: Engine, run_id: str) -> RunContext:
         )
 
 
-def _item(row: ItemText) -> Item:
+def _item(row: Any) -> Item:
     genres = tuple(g for g in row.genres.split("|") if g)
     return Item(row.item_id, row.title, row.year, genres, row.overview)
 
 
+# A worker's threads start their first jobs together: one loads the context, the others wait
+# for it instead of each reading every item text of the dataset.
+_context_lock = threading.Lock()
+
+
 def load_run_context(engine: Engine, run_id: str) -> RunContext:
     """The run's context, cached per process (a run's configuration never changes)."""
-    return _load_context(engine, run_id)
+    with _context_lock:
+        return _load_context(engine, run_id)

@@ -65,7 +65,22 @@ class Settings(BaseSettings):
         description="A queued job nobody claimed for this long whose message the broker no "
         "longer holds (a restart without persistence, a killed worker) is sent again.",
     )
-    worker_concurrency: int = Field(default=8, description="Threads per worker process.")
+    worker_concurrency: int = Field(
+        default=80,
+        ge=1,
+        description="Threads per worker process. A job mostly waits on its LLM call, so one "
+        "process on one core keeps about this many calls in flight; 80 leaves room for the "
+        "milliseconds a job spends on the database between calls, so at least 64 always are.",
+    )
+    db_pool_size: int = Field(
+        default=5,
+        ge=1,
+        description="Database connections a process keeps. Sessions are short and none is "
+        "held across an LLM call, so a few serve many threads (PostgreSQL allows ~100).",
+    )
+    db_max_overflow: int = Field(
+        default=5, ge=0, description="Extra database connections a process opens at peaks."
+    )
     job_max_retries: int = Field(
         default=8, description="Celery retries of a job after transient LLM errors."
     )

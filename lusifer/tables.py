@@ -50,9 +50,12 @@ class Run(SQLModel, table=True):
     prompt_hash: str
     prompts_json: str = Field(sa_column=Column(Text, nullable=False))
     dataset_fingerprint: str
-    status: str = "planned"  # planned | running | done | failed
+    status: str = "planned"  # planned | running | done | failed | capped
     error: str | None = Field(default=None, sa_column=Column(Text))
     finished_at: datetime | None = None  # set when the status becomes done or failed
+    # The cost cap (USD, None: none) and the spend of the run's new LLM calls at its prices.
+    max_cost_usd: float | None = None
+    spent_usd: float = 0.0
 
 
 class ItemText(SQLModel, table=True):

@@ -4,31 +4,41 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from functools import lru_cache
 from typing import Any
 
 from celery import Celery, Task
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from lusifer.baseline_jobs import execute_baseline_job
 from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
 from lusifer.config import LLMConfig
 from lusifer.db import get_engine
-from lusifer.dispatch import BROKER_ERRORS, take_and_send
+from lusifer.dispatch import BROKER_ERRORS, send_followups
 from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
-from lusifer.errors import ConfigurationError, LusiferError, PermanentLLMError, TransientLLMError
+from lusifer.errors import (
+    BudgetExhausted,
+    ConfigurationError,
+    LusiferError,
+    PermanentLLMError,
+    TransientLLMError,
+)
 from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
 from lusifer.jobstore import (
     claim_job,
+    claim_job_with_run_status,
     fail_run,
     finish_job,
     ready_followups,
+    release_job,
     requeue_job,
-    run_status,
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
+from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
 from lusifer.runs import load_run_context
 from lusifer.settings import Settings, get_settings
 from lusifer.tables import JobKind, JobState
@@ -36,12 +46,32 @@ from lusifer.tables import JobKind, JobState
 log = logging.getLogger("lusifer.worker")
 
 
+# The worker's threads share one client per endpoint; the lock keeps the first jobs, which
+# start together, from building one each.
+_model_lock = threading.Lock()
+
+
 @lru_cache(maxsize=8)
 def _model(
-    base_url: str, timeout_s: float, api_key: str | None, attempts: int, backoff_max_s: float
+    base_url: str,
+    timeout_s: float,
+    api_key: str | None,
+    attempts: int,
+    backoff_max_s: float,
+    limiter: tuple[str, str, RateLimits] | None,
 ) -> ChatModel:
+    shared = None
+    if limiter is not None:
+        # The limiter lives in the broker's Redis, which every worker of the run reaches.
+        broker_url, model, limits = limiter
+        shared = RateLimiter(redis_for_broker(broker_url), limiter_key(base_url, model), limits)
     return OpenAICompatibleModel(
-        base_url, api_key, timeout_s=timeout_s, attempts=attempts, backoff_max_s=backoff_max_s
+        base_url,
+        api_key,
+        timeout_s=timeout_s,
+        attempts=attempts,
+        backoff_max_s=backoff_max_s,
+        limiter=shared,
     )
 
 
@@ -52,31 +82,42 @@ def model_for(config: LLMConfig, settings: Settings) -> ChatModel:
         settings,
         "only local mode starts it; run `lusifer resume RUN` without LUSIFER_BROKER_URL",
     )
-    return _model(
-        base_url,
-        config.timeout_s,
-        api_key(settings),
-        settings.llm_attempts,
-        settings.llm_backoff_max_s,
-    )
+    limits = config.rate_limits()
+    limiter = None
+    if limits.active:
+        if not settings.broker_url:
+            raise ConfigurationError(
+                "rate limits need the broker's Redis: set LUSIFER_BROKER_URL for the worker"
+            )
+        limiter = (settings.broker_url, config.model, limits)
+    with _model_lock:
+        return _model(
+            base_url,
+            config.timeout_s,
+            api_key(settings),
+            settings.llm_attempts,
+            settings.llm_backoff_max_s,
+            limiter,
+        )
 
 
-def _database_url(settings: Settings) -> str:
+def _engine(settings: Settings) -> Engine:
     if not settings.database_url:
         raise ConfigurationError(
             "the worker has no database: set LUSIFER_DATABASE_URL to the run's database"
         )
-    return settings.database_url
+    return get_engine(settings.database_url)
 
 
 def run_job(task: Task, job_id: str) -> str:
     """Run one job to its end; transient LLM failures hand it back to the queue."""
     settings = get_settings()
-    engine = get_engine(_database_url(settings))
-    job = claim_job(engine, job_id, settings.job_lease_s)
-    if job is None:
+    engine = _engine(settings)
+    claimed = claim_job_with_run_status(engine, job_id, settings.job_lease_s)
+    if claimed is None:
         return "skipped: finished, running elsewhere, or unknown"
-    if run_status(engine, job.run_id) == "failed":
+    job, status = claimed
+    if status == "failed":
         # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
         requeue_job(engine, job_id)
         return "skipped: run stopped"
@@ -101,6 +142,10 @@ def run_job(task: Task, job_id: str) -> str:
         finish_job(engine, job_id, JobState.FAILED, error=str(err))
         fail_run(engine, job.run_id, str(err))
         return "failed: permanent"
+    except BudgetExhausted:
+        # Its finished calls are recorded; `lusifer resume --max-cost HIGHER` sends it again.
+        release_job(engine, job_id)
+        return "skipped: cost cap reached"
     except LusiferError as err:
         outcome = JobOutcome(error=str(err))
     state = JobState.FAILED if outcome.error else JobState.DONE
@@ -122,9 +167,7 @@ def run_job(task: Task, job_id: str) -> str:
 
 def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
     try:
-        take_and_send(
-            engine, app, ready_followups(engine, job_id), settings.queue, [JobState.PENDING]
-        )
+        send_followups(engine, app, job_id, settings.queue)
     except BROKER_ERRORS as err:
         # The job itself is done; its follow-ups went back to pending and the coordinator's
         # sweep sends them once the broker is back.
@@ -143,7 +186,7 @@ def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings
 def run_baseline_job(job_id: str) -> str:
     """Fit one baseline on its stored split and store its predictions; no LLM is involved."""
     settings = get_settings()
-    engine = get_engine(_database_url(settings))
+    engine = _engine(settings)
     job = claim_job(engine, job_id, settings.job_lease_s)
     if job is None:
         return "skipped: finished, running elsewhere, or unknown"
@@ -164,7 +207,7 @@ def run_baseline_job(job_id: str) -> str:
 def run_env_request(task: Task, request_id: str) -> str:
     """Run one environment reset or step; transient LLM failures hand it back to the queue."""
     settings = get_settings()
-    engine = get_engine(_database_url(settings))
+    engine = _engine(settings)
     set_state(engine, [request_id], JobState.RUNNING)
     try:
         return execute_env_request(engine, request_id, lambda config: model_for(config, settings))

@@ -207,9 +207,17 @@ def approx_tokens(text: str) -> int:
     return math.ceil(len(text) / 4)
 
 
-def completion(request: ChatRequest, content: str, completion_id: str, created: int) -> JsonDict:
-    """An OpenAI ChatCompletion object carrying ``content``."""
-    prompt_tokens = approx_tokens("".join(message_text(m) for m in request.messages))
+def prompt_text(request: ChatRequest) -> str:
+    """The prompt as the stub bills it: the texts of the messages, in order."""
+    return "".join(message_text(m) for m in request.messages)
+
+
+def completion(
+    request: ChatRequest, content: str, completion_id: str, created: int, cached_chars: int = 0
+) -> JsonDict:
+    """An OpenAI ChatCompletion object carrying ``content``; ``cached_chars`` of its prompt
+    came from the prefix cache."""
+    prompt_tokens = approx_tokens(prompt_text(request))
     completion_tokens = approx_tokens(content)
     return {
         "id": completion_id,
@@ -229,6 +237,6 @@ def completion(request: ChatRequest, content: str, completion_id: str, created: 
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
+            "prompt_tokens_details": {"cached_tokens": min(prompt_tokens, cached_chars // 4)},
         },
     }

@@ -14,7 +14,13 @@ import uuid
 
 from pydantic import ValidationError
 
-from lusifer.stub.answers import BadRequest, answer_for, completion, parse_chat_request
+from lusifer.stub.answers import (
+    BadRequest,
+    answer_for,
+    completion,
+    parse_chat_request,
+    prompt_text,
+)
 from lusifer.stub.batches import BATCHES_PATH, FILES_PATH, handle_batch_api
 from lusifer.stub.config import StubConfig
 from lusifer.stub.faults import HTTP_FAULT_ERRORS, corrupt
@@ -103,7 +109,10 @@ def _chat(state: StubState, config: StubConfig, raw: bytes) -> Reply:
     if fault == "timeout":
         # A correct answer, but later than any sensible client timeout.
         delay += config.timeout_sleep_s
-    body = completion(request, content, f"chatcmpl-stub-{uuid.uuid4().hex}", int(time.time()))
+    cached = state.cached_chars(prompt_text(request))
+    body = completion(
+        request, content, f"chatcmpl-stub-{uuid.uuid4().hex}", int(time.time()), cached
+    )
     return Reply(200, body, fault=fault, delay_s=delay)
 
 
@@ -111,6 +120,8 @@ def handle_control(state: StubState, method: str, path: str, raw: bytes) -> Repl
     """Serve the harness routes: the request log, reset, and run-time config."""
     if path == "/_stub/requests" and method == "GET":
         return Reply(200, state.requests())
+    if path == "/_stub/stats" and method == "GET":
+        return Reply(200, state.stats())
     if path == "/_stub/reset" and method == "POST":
         state.reset()
         return Reply(200, {"ok": True})

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from lusifer.stub.api import Reply, handle_api, handle_control
 from lusifer.stub.config import StubConfig
-from lusifer.stub.state import StubState
+from lusifer.stub.state import CHAT_PATH, StubState
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -49,8 +49,12 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length > 0 else b""
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path.startswith("/_stub/"):
-            reply = handle_control(state, method, path, raw)
-        else:
+            self._answer(state, handle_control(state, method, path, raw))
+            return
+        chat = path == CHAT_PATH
+        if chat:
+            state.chat_started()
+        try:
             reply = handle_api(
                 state,
                 method,
@@ -59,6 +63,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.headers.get("Authorization"),
                 self.headers.get("Content-Type"),
             )
+            self._answer(state, reply)
+        finally:
+            if chat:
+                state.chat_finished()
+
+    def _answer(self, state: StubState, reply: Reply) -> None:
         if reply.delay_s > 0:
             # Waiting on the stop event lets a stopping server cut every sleep short.
             state.stopping.wait(reply.delay_s)
@@ -233,6 +243,10 @@ class StubServer:
     def chat_request_count(self) -> int:
         """How many chat completion requests arrived."""
         return self._state.chat_request_count()
+
+    def stats(self) -> dict[str, int]:
+        """Chat requests in flight now and at most since start or reset."""
+        return self._state.stats()
 
     def reset(self) -> None:
         """Clear the request log and restart the fault sequence."""

@@ -3,6 +3,7 @@ traceback, nothing written."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,6 +50,8 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         (["--users", "1,x"], ["--users"]),
         (["--users", "99999"], ["unknown user ids"]),
         (["--structured-output", "xml"], ["structured_output"]),
+        (["--max-cost", "1"], ["--max-cost", "--price-prompt"]),
+        (["--max-cost", "1", "--batch-api"], ["--max-cost", "--batch-api"]),
         (["--batch-api", "--batch-discount", "1.5"], ["batch.discount"]),
         (["--batch-api", "--batch-poll-s", "0"], ["batch.poll_s"]),
     ],
@@ -61,6 +64,8 @@ REMOTE = ["--base-url", "http://127.0.0.1:9/v1", "--model", "m"]
         "users-not-integers",
         "unknown-user",
         "bad-output-mode",
+        "max-cost-without-prices",
+        "max-cost-with-batch-api",
         "batch-discount-over-1",
         "batch-poll-zero",
     ],
@@ -132,3 +137,18 @@ def test_unknown_run_for_report_and_resume(tmp_path: Path) -> None:
     for command in ("report", "resume"):
         result = _run([command, "ghost"], tmp_path, **env)
         _assert_clean_failure(result, "holds no Lusifer runs", "LUSIFER_DATABASE_URL")
+
+
+def test_dry_run_in_local_mode_starts_and_writes_nothing(data_dir: Path, tmp_path: Path) -> None:
+    # No --base-url: a real run would start the local model server; a dry run must not.
+    result = _run(
+        ["run", "--data-dir", str(data_dir), "--folds", "u1,u2", "--max-users", "2", "--dry-run"],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "nothing was called or written" in result.stdout
+    for fold in ("u1", "u2", "total"):
+        assert fold in result.stdout
+    assert re.search(r"estimate: \d+ calls, \d+ prompt tokens", result.stdout)
+    # No work dir (no SQLite file, no broker, no model server log) was created.
+    assert list(tmp_path.iterdir()) == []

@@ -62,6 +62,12 @@ class Stub:
         root = self.base_url.removesuffix("/v1")
         httpx.post(f"{root}/_stub/reset", timeout=10).raise_for_status()
 
+    def stats(self) -> dict[str, int]:
+        """Chat requests in flight now and at most so far."""
+        root = self.base_url.removesuffix("/v1")
+        data: dict[str, int] = httpx.get(f"{root}/_stub/stats", timeout=10).json()
+        return data
+
     def configure(self, **fields: Any) -> None:
         """Change latency or faults at run time."""
         root = self.base_url.removesuffix("/v1")
@@ -123,15 +129,25 @@ class Workers:
         return "\n".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
+def _worker_start(threads: int | None, queue: str) -> list[str]:
+    if threads is None:  # the product's own defaults
+        return [str(VENV_BIN / "lusifer"), "worker"]
+    return worker_command(queue, threads)
+
+
 def start_worker(
-    env: dict[str, str], log: Path, threads: int = 4, name: str = "it"
+    env: dict[str, str],
+    log: Path,
+    threads: int | None = 4,
+    name: str = "it",
+    loglevel: str = "INFO",
 ) -> subprocess.Popen[bytes]:
     """Start one worker process the way the product does, its output going to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen(
             [
-                *worker_command(env["LUSIFER_QUEUE"], threads),
-                *("--loglevel", "INFO", "--hostname", f"{name}-{secrets.token_hex(3)}@%h"),
+                *_worker_start(threads, env["LUSIFER_QUEUE"]),
+                *("--loglevel", loglevel, "--hostname", f"{name}-{secrets.token_hex(3)}@%h"),
                 *("--without-gossip", "--without-mingle"),
             ],
             stdout=out,
@@ -156,19 +172,42 @@ def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 30
 
 @contextmanager
 def celery_workers(
-    env: dict[str, str], log_dir: Path, count: int = 2, threads: int = 4
+    env: dict[str, str],
+    log_dir: Path,
+    count: int = 2,
+    threads: int | None = 4,
+    loglevel: str = "INFO",
 ) -> Iterator[Workers]:
-    """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end."""
+    """Start real worker processes; stop them with SIGTERM (warm shutdown) at the end.
+
+    ``threads=None`` starts them as `lusifer worker`, with the product's default concurrency.
+    """
     processes: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     try:
         for index in range(count):
             log = log_dir / f"worker-{index}-{secrets.token_hex(2)}.log"
             logs.append(log)
-            processes.append(start_worker(env, log, threads, name=f"it{index}"))
+            processes.append(start_worker(env, log, threads, name=f"it{index}", loglevel=loglevel))
         yield Workers(processes, logs)
     finally:
         stop_processes(processes)
+
+
+def stub_run_args(base_url: str, data_dir: Path, run_id: str, *options: str) -> list[str]:
+    """`lusifer run` against the stub's model on MovieLens, with more options after."""
+    return [
+        "run",
+        "--base-url",
+        base_url,
+        "--model",
+        "stub-model",
+        "--data-dir",
+        str(data_dir),
+        "--run-id",
+        run_id,
+        *options,
+    ]
 
 
 def run_cli(

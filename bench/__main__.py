@@ -1,0 +1,179 @@
+"""`python -m bench`: the benchmark figures of Lusifer (not part of the test suite).
+
+Figures 1 and 2 need the cluster services of the integration tests: Redis on 127.0.0.1:6379
+(database 11) and PostgreSQL on 127.0.0.1:5432 (database `test`, user `postgres`). Figures 3
+and 4 run `lusifer run` in local mode, with the local SmolLM2 model unless `--stub`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
+from bench.report import console, save_figure
+from bench.throughput import measure_throughput, print_throughput
+from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
+from lusifer.errors import LusiferError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+DEFAULT_DATA = Path(
+    os.environ.get("LUSIFER_DATA_DIR") or Path(__file__).parents[1] / "../shared/data"
+)
+DataDir = Annotated[Path, typer.Option(help="Directory holding ml-100k/ (and tmdb/)")]
+JsonOut = Annotated[Path, typer.Option("--json", help="JSON file the figures are merged into")]
+DEFAULT_JSON = Path("bench-results.json")
+
+
+def _layouts(text: str, in_flight: int) -> list[tuple[int, int]]:
+    """Worker processes and threads per process that keep ``in_flight`` calls in flight."""
+    layouts = []
+    for part in text.split(","):
+        processes = int(part)
+        if processes < 1 or in_flight % processes:
+            raise typer.BadParameter(f"{in_flight} calls in flight do not split over {processes}")
+        layouts.append((processes, in_flight // processes))
+    return layouts
+
+
+@app.command()
+def overhead(
+    data_dir: DataDir = DEFAULT_DATA,
+    folds: Annotated[str, typer.Option(help="Folds to plan")] = ",".join(ALL_FOLDS),
+    max_users: Annotated[int | None, typer.Option(help="First N users per fold (all)")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per worker process")] = 8,
+    profile_dir: Annotated[
+        Path | None, typer.Option(help="Sample every process with py-spy into this directory")
+    ] = None,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """1. Orchestration overhead: the whole plan against an instant stub."""
+    result = measure_overhead(
+        data_dir.resolve(),
+        folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
+        max_users=max_users,
+        workers=workers,
+        threads=threads,
+        profile_dir=profile_dir,
+    )
+    print_overhead(result)
+    save_figure(json_path, "overhead", result)
+
+
+@app.command()
+def throughput(
+    data_dir: DataDir = DEFAULT_DATA,
+    processes: Annotated[str, typer.Option(help="Worker process counts to measure")] = "1,2,4",
+    in_flight: Annotated[int, typer.Option(help="Calls in flight in total")] = 128,
+    latency: Annotated[float, typer.Option(help="Stub latency in seconds")] = 1.0,
+    max_users: Annotated[int, typer.Option(help="Users of fold u1 to plan")] = 300,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """2. Throughput against the ideal at a slow stub, for 1, 2 and 4 worker processes."""
+    results = []
+    for p, t in _layouts(processes, in_flight):
+        results.append(
+            measure_throughput(
+                data_dir.resolve(), processes=p, threads=t, latency_s=latency, max_users=max_users
+            )
+        )
+        print_throughput(results[-1:])
+        save_figure(json_path, "throughput", {"layouts": results})
+    print_throughput(results)
+
+
+LocalUsers = Annotated[int, typer.Option(help="Users of the fold, the same for both prompt sets")]
+Overviews = Annotated[int, typer.Option(help="Longest overview in prompts; 0: none")]
+UseStub = Annotated[bool, typer.Option("--stub", help="The stub instead of the local model")]
+
+
+def _local_figures(
+    data_dir: Path,
+    users: int,
+    overview_chars: int,
+    stub: bool,
+    json_path: Path,
+    prompt_sets: tuple[str, ...],
+) -> None:
+    """Run local mode with each prompt set; print and keep figures 3 (with both) and 4."""
+    figure = measure_tokens(
+        data_dir.resolve(),
+        users=users,
+        overview_chars=overview_chars,
+        use_stub=stub,
+        prompt_sets=prompt_sets,
+    )
+    if len(prompt_sets) > 1:
+        print_tokens(figure)
+        save_figure(json_path, "tokens", figure)
+    print_utilisation(figure)
+    save_figure(json_path, "utilisation", figure)
+
+
+@app.command()
+def tokens(
+    data_dir: DataDir = DEFAULT_DATA,
+    users: LocalUsers = 10,
+    overview_chars: Overviews = 600,
+    stub: UseStub = False,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """3. Prompt tokens per simulated rating and fidelity: `paper` against `lusifer`."""
+    _local_figures(data_dir, users, overview_chars, stub, json_path, PROMPT_SETS)
+
+
+@app.command()
+def utilisation(
+    data_dir: DataDir = DEFAULT_DATA,
+    users: LocalUsers = 10,
+    overview_chars: Overviews = 600,
+    stub: UseStub = False,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """4. The model server's utilisation during a `lusifer` run (busy ÷ wall time)."""
+    _local_figures(data_dir, users, overview_chars, stub, json_path, ("lusifer",))
+
+
+@app.command("all")
+def all_figures(
+    data_dir: DataDir = DEFAULT_DATA,
+    users: LocalUsers = 10,
+    overview_chars: Overviews = 600,
+    stub: UseStub = False,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """Every figure with its defaults (figures 3 and 4 share their runs)."""
+    overhead(data_dir=data_dir, json_path=json_path)
+    throughput(data_dir=data_dir, json_path=json_path)
+    tokens(
+        data_dir=data_dir,
+        users=users,
+        overview_chars=overview_chars,
+        stub=stub,
+        json_path=json_path,
+    )
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    # As KeyboardInterrupt, SIGTERM unwinds the services: workers, stub and schema go too.
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    """Run the command line; a Lusifer error ends with its one line."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        app()
+    except LusiferError as err:
+        console.print(f"[red]error:[/] {err}")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
