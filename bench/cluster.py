@@ -82,7 +82,12 @@ def cluster(
         create_tables(engine)
         stub = stack.enter_context(stub_server("--latency", str(latency_s)))
         env = service_env(
-            database_url, queue, None, LUSIFER_LOG_LEVEL="WARNING", **(worker_env or {})
+            database_url,
+            queue,
+            None,
+            LUSIFER_LOG_LEVEL="WARNING",
+            LUSIFER_TASK_EVENTS="0",  # nobody watches; events cost worker CPU
+            **(worker_env or {}),
         )
         # Kept after the figure (a few lines at WARNING): a failed figure points at them.
         log_dir = Path(tempfile.mkdtemp(prefix="lusifer-bench-logs-"))

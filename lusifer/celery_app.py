@@ -95,11 +95,11 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=3,
-        # Task events (job ids only) are off until a monitor asks: Flower turns them on in the
-        # workers when it starts (its enable_events option, on by default). Always on, they
-        # cost every job several Redis publishes that nobody reads (5 % of a worker's CPU).
-        worker_send_task_events=False,
-        task_send_sent_event=False,
+        # Task events (job ids only) let Flower follow every job from the first. They cost
+        # every job a few Redis publishes (about 5 % of a worker's CPU): LUSIFER_TASK_EVENTS=0
+        # turns them off where nobody watches (the benchmarks do).
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
         worker_hijack_root_logger=False,
     )
     if tls is not None:
