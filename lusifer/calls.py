@@ -7,7 +7,9 @@ cache use, so resuming or rerunning a run repeats no call that already succeeded
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
@@ -15,6 +17,7 @@ from lusifer.config import LLMConfig
 from lusifer.db import upsert
 from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
+from lusifer.settings import get_settings
 from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, utcnow
 
 
@@ -39,19 +42,34 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
 # cost more CPU than the database spent running them.
 _calls, _jobs = LLMCall.__table__, Job.__table__  # type: ignore[attr-defined]
 _runs = Run.__table__  # type: ignore[attr-defined]
-_CACHED_ANSWER = select(
-    _calls.c.response_text,
-    _calls.c.prompt_tokens,
-    _calls.c.completion_tokens,
-    _calls.c.cached_tokens,
-).where(_calls.c.key == bindparam("key"))
 _HEARTBEAT = (
     update(_jobs)
     .where(_jobs.c.id == bindparam("job_id"), _jobs.c.state == JobState.RUNNING)
     .values(updated_at=bindparam("now"))
 )
-# Two columns, not the run row: this runs before every new call.
+# Two columns, not the run row.
 _BUDGET = select(_runs.c.spent_usd, _runs.c.max_cost_usd).where(_runs.c.id == bindparam("run_id"))
+
+
+def _scalar(column: Any, where: Any) -> Any:
+    return select(column).where(where).scalar_subquery().label(column.name)
+
+
+# The cached answer and the run's budget in one round trip (this runs before every call), as
+# scalar subqueries: a row comes back whether or not the call or the run exists.
+_by_key = _calls.c.key == bindparam("key")
+_by_run = _runs.c.id == bindparam("run_id")
+_ANSWER_AND_BUDGET = select(
+    _scalar(_runs.c.spent_usd, _by_run),
+    _scalar(_runs.c.max_cost_usd, _by_run),
+    _scalar(_calls.c.response_text, _by_key),
+    _scalar(_calls.c.prompt_tokens, _by_key),
+    _scalar(_calls.c.completion_tokens, _by_key),
+    _scalar(_calls.c.cached_tokens, _by_key),
+)
+# A job making calls renews its lease at most this often (and at least four times a lease):
+# a heartbeat statement on every call cost more than the call's own bookkeeping.
+HEARTBEAT_EVERY_S = 10.0
 _SPEND = (
     update(_runs)
     .where(_runs.c.id == bindparam("run_id"))
@@ -63,7 +81,11 @@ def check_budget(engine: Engine, run_id: str) -> None:
     """Raise ``BudgetExhausted`` when the run's recorded spend has reached its cost cap."""
     with engine.connect() as conn:
         row = conn.execute(_BUDGET, {"run_id": run_id}).first()
-    spent, cap = (row[0], row[1]) if row is not None else (0.0, None)
+    if row is not None:
+        _check_spend(run_id, row[0], row[1])
+
+
+def _check_spend(run_id: str, spent: float, cap: float | None) -> None:
     if cap is not None and spent >= cap:
         raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
 
@@ -80,13 +102,19 @@ class RecordedModel:
         self._context = context
         self.new_calls = 0
         self.cache_hits = 0
+        # The job was claimed (its lease renewed) just before it was handed here.
+        self._last_beat = time.monotonic()
+        self._beat_every_s = min(HEARTBEAT_EVERY_S, get_settings().job_lease_s / 4)
 
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer from the cache, or call the model and commit the call at once."""
         key = request.cache_key()
         with self._engine.connect() as conn:
-            row = conn.execute(_CACHED_ANSWER, {"key": key}).first()
-        if row is not None:
+            row = conn.execute(
+                _ANSWER_AND_BUDGET, {"key": key, "run_id": self._context.run_id}
+            ).first()
+        assert row is not None  # scalar subqueries: always one row
+        if row.response_text is not None:
             self.cache_hits += 1
             with self._engine.begin() as conn:
                 self._record_use(conn, key, cached=True, retries=0)
@@ -97,7 +125,8 @@ class RecordedModel:
                 cached_tokens=row.cached_tokens,
                 latency_s=0.0,
             )
-        check_budget(self._engine, self._context.run_id)
+        if row.spent_usd is not None:
+            _check_spend(self._context.run_id, row.spent_usd, row.max_cost_usd)
         result = self._model.complete(request)
         self.new_calls += 1
         # A Batch API answer costs the discounted price.
@@ -132,7 +161,10 @@ class RecordedModel:
 
     def _record_use(self, conn: Connection, key: str, *, cached: bool, retries: int) -> None:
         # The use is also the job's heartbeat: a job making calls holds its lease.
-        conn.execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
+        now = time.monotonic()
+        if now - self._last_beat >= self._beat_every_s:
+            conn.execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
+            self._last_beat = now
         upsert(
             conn,
             CallUse,

@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from lusifer.celery_app import TASK_BY_KIND, send_jobs
-from lusifer.jobstore import return_to_pending, take_followups_for_queue, take_for_queue
+from lusifer.jobstore import return_to_pending, take_for_queue
 
 # What a broker that is down or restarting raises, through kombu or redis-py directly.
 BROKER_ERRORS: tuple[type[Exception], ...] = (KombuOperationalError, RedisError, OSError)
@@ -49,23 +49,6 @@ def take_and_send(
         send_jobs(app, taken, queue)
     except BROKER_ERRORS:
         # Some may have been sent before the failure; sending those again later is harmless.
-        return_to_pending(engine, [job.id for job in taken])
-        raise
-    return len(taken)
-
-
-def send_followups(engine: Engine, app: Celery, job_id: str, queue: str) -> int:
-    """Queue and send the jobs that waited for ``job_id``; return how many.
-
-    One conditional UPDATE takes them (a worker and the coordinator never both send one); when
-    the broker cannot take them they go back to pending and the broker's error is raised.
-    """
-    taken = take_followups_for_queue(engine, job_id)
-    if not taken:
-        return 0
-    try:
-        send_jobs(app, taken, queue)
-    except BROKER_ERRORS:
         return_to_pending(engine, [job.id for job in taken])
         raise
     return len(taken)

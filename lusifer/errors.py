@@ -37,6 +37,8 @@ class ServiceError(LusiferError):
 class LLMError(LusiferError):
     """A failure of the language model endpoint."""
 
+    status: int | None = None  # the HTTP status that caused it, where one did
+
 
 class TransientLLMError(LLMError):
     """A failure that may succeed when tried again (timeout, 429, 5xx, connection reset)."""

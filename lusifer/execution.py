@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, case, update
+from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
@@ -32,6 +32,7 @@ class JobOutcome:
     raw_output: str | None = None
     reasks: int = 0
     new_calls: int = 0
+    profile: str | None = None  # the final profile a profile job built
 
 
 def _recorded(engine: Engine, model: ChatModel, ctx: RunContext, job: Job) -> RecordedModel:
@@ -47,27 +48,6 @@ def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMo
     ]
     recorded = _recorded(engine, model, ctx, job)
 
-    def store(step: ProfileStepResult) -> None:
-        with engine.begin() as conn:
-            upsert(
-                conn,
-                ProfileStep,
-                [
-                    {
-                        "run_id": ctx.run_id,
-                        "fold": job.fold,
-                        "user_id": job.user_id,
-                        "step": step.step,
-                        "item_ids_json": json.dumps(step.item_ids),
-                        "profile": step.profile,
-                        "explanation": step.explanation,
-                        "call_key": step.call_key,
-                    }
-                ],
-                keys=["run_id", "fold", "user_id", "step"],
-                update=["profile", "explanation", "call_key", "item_ids_json"],
-            )
-
     try:
         steps = build_profile(
             recorded,
@@ -75,13 +55,44 @@ def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMo
             ctx.config.llm,
             user_info=ctx.user_info[job.user_id],
             batches=batches,
-            on_step=store,
             # At least one re-ask, as the paper's method had; more when the run allows more.
             max_reask=max(1, ctx.config.max_reask),
         )
     except OutputValidationError as err:
         return JobOutcome(error=str(err), raw_output=err.raw_text, new_calls=recorded.new_calls)
-    return JobOutcome(reasks=sum(s.reasks for s in steps), new_calls=recorded.new_calls)
+    # Every step at once, at the end: each step's call is already committed (the cache is
+    # the checkpoint), so a job that dies half-way replays its finished steps for free.
+    _store_steps(engine, job, steps)
+    return JobOutcome(
+        reasks=sum(s.reasks for s in steps),
+        new_calls=recorded.new_calls,
+        profile=steps[-1].profile if steps else None,
+    )
+
+
+def _store_steps(engine: Engine, job: Job, steps: list[ProfileStepResult]) -> None:
+    if not steps:
+        return
+    with engine.begin() as conn:
+        upsert(
+            conn,
+            ProfileStep,
+            [
+                {
+                    "run_id": job.run_id,
+                    "fold": job.fold,
+                    "user_id": job.user_id,
+                    "step": step.step,
+                    "item_ids_json": json.dumps(step.item_ids),
+                    "profile": step.profile,
+                    "explanation": step.explanation,
+                    "call_key": step.call_key,
+                }
+                for step in steps
+            ],
+            keys=["run_id", "fold", "user_id", "step"],
+            update=["profile", "explanation", "call_key", "item_ids_json"],
+        )
 
 
 def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str | None:
@@ -100,10 +111,32 @@ def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str 
         return row
 
 
-def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatModel) -> JobOutcome:
-    """Rate a chunk of a user's test items and store every valid rating."""
+# One prepared UPDATE, sent for all the chunk's ratings at once (the driver pipelines the
+# parameter sets): a CASE over the chunk was a new statement to build and compile each time.
+_ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
+_STORE_RATING = (
+    update(_ratings)
+    .where(
+        _ratings.c.run_id == bindparam("run"),
+        _ratings.c.fold == bindparam("in_fold"),
+        _ratings.c.user_id == bindparam("user"),
+        _ratings.c.item_id == bindparam("item"),
+    )
+    .values(rating=bindparam("r"))
+)
+
+
+def execute_rating_job(
+    engine: Engine, job: Job, ctx: RunContext, model: ChatModel, profile: str | None = None
+) -> JobOutcome:
+    """Rate a chunk of a user's test items and store every valid rating.
+
+    ``profile`` is the user's final profile when the caller has it (the worker that just built
+    it); otherwise it is read from the database.
+    """
     inputs = RatingInputs.model_validate_json(job.inputs_json)
-    profile = latest_profile(engine, ctx.run_id, job.fold, job.user_id)
+    if profile is None:
+        profile = latest_profile(engine, ctx.run_id, job.fold, job.user_id)
     if profile is None:
         return JobOutcome(error="the user's profile is missing (its profile job failed)")
     recorded = _recorded(engine, model, ctx, job)
@@ -118,19 +151,13 @@ def execute_rating_job(engine: Engine, job: Job, ctx: RunContext, model: ChatMod
         max_reask=ctx.config.max_reask,
     )
     if outcome.ratings:
-        # One UPDATE for the whole chunk, through Core: per-item statements, and the ORM's
-        # per-statement session synchronisation, cost more than the database did.
-        ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
         with engine.begin() as conn:
             conn.execute(
-                update(ratings)
-                .where(
-                    ratings.c.run_id == ctx.run_id,
-                    ratings.c.fold == job.fold,
-                    ratings.c.user_id == job.user_id,
-                    ratings.c.item_id.in_(list(outcome.ratings)),
-                )
-                .values(rating=case(outcome.ratings, value=ratings.c.item_id))
+                _STORE_RATING,
+                [
+                    {"run": ctx.run_id, "in_fold": job.fold, "user": job.user_id, "item": i, "r": r}
+                    for i, r in outcome.ratings.items()
+                ],
             )
     if outcome.missing:
         return JobOutcome(

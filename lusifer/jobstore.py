@@ -76,6 +76,19 @@ def release_stale(engine: Engine, run_id: str, lease_s: float) -> int:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+_FINISH = (
+    update(Job.__table__)  # type: ignore[attr-defined]
+    .where(Job.__table__.c.id == bindparam("job_id"))  # type: ignore[attr-defined]
+    .values(
+        state=bindparam("state"),
+        error=bindparam("error"),
+        raw_output=bindparam("raw_output"),
+        reasks=bindparam("reasks"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
 def finish_job(
     engine: Engine,
     job_id: str,
@@ -88,11 +101,15 @@ def finish_job(
     """Record the end of a job (done or failed)."""
     with engine.begin() as conn:
         conn.execute(
-            update(Job)
-            .where(col(Job.id) == job_id)
-            .values(
-                state=state, error=error, raw_output=raw_output, reasks=reasks, updated_at=utcnow()
-            )
+            _FINISH,
+            {
+                "job_id": job_id,
+                "state": state,
+                "error": error,
+                "raw_output": raw_output,
+                "reasks": reasks,
+                "now": utcnow(),
+            },
         )
 
 
@@ -184,16 +201,27 @@ def queued_since(engine: Engine, run_id: str, cutoff: datetime) -> list[str]:
         return list(rows)
 
 
-def take_followups_for_queue(engine: Engine, job_id: str) -> list[Job]:
-    """Move the pending jobs that waited for ``job_id`` to queued, in one conditional UPDATE."""
+def finish_and_take_followups(engine: Engine, job_id: str, *, reasks: int) -> list[Job]:
+    """Mark a job done and claim the pending jobs that waited for it, in one transaction.
+
+    The caller runs them itself. The claim is the same conditional UPDATE as the queue's, so
+    the coordinator's sweep, which may see them ready at the same moment, cannot take them too.
+    """
+    now = utcnow()
+    job = Job.__table__  # type: ignore[attr-defined]
     with engine.begin() as conn:
+        conn.execute(
+            update(job)
+            .where(job.c.id == job_id)
+            .values(state=JobState.DONE, error=None, raw_output=None, reasks=reasks, updated_at=now)
+        )
         rows = conn.execute(
-            update(Job)
-            .where(col(Job.depends_on) == job_id, col(Job.state) == JobState.PENDING)
-            .values(state=JobState.QUEUED, updated_at=utcnow())
-            .returning(col(Job.id), col(Job.kind))
+            update(job)
+            .where(job.c.depends_on == job_id, job.c.state == JobState.PENDING)
+            .values(state=JobState.RUNNING, attempts=job.c.attempts + 1, updated_at=now)
+            .returning(*job.c)
         ).all()
-    return [Job(id=r[0], kind=r[1], run_id="", fold="", user_id=0, inputs_json="") for r in rows]
+    return sorted((Job(**row._asdict()) for row in rows), key=lambda j: j.chunk)
 
 
 def ready_followups(engine: Engine, job_id: str) -> list[str]:

@@ -93,7 +93,8 @@ class Job(SQLModel, table=True):
     kind: str
     chunk: int = 0
     state: str = JobState.PENDING
-    depends_on: str | None = None
+    # Indexed: a finished profile job takes the rating jobs that wait for it.
+    depends_on: str | None = Field(default=None, index=True)
     inputs_json: str = Field(sa_column=Column(Text, nullable=False))
     attempts: int = 0
     reasks: int = 0

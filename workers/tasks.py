@@ -1,4 +1,4 @@
-"""Celery tasks: load the job by id, run the kernel function, store, hand on follow-ups."""
+"""Celery tasks: load the job by id, run the kernel function, store, run or hand on follow-ups."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 import random
 import threading
 from functools import lru_cache
-from typing import Any
 
 from celery import Celery, Task
 from sqlalchemy import Engine
@@ -16,7 +15,6 @@ from lusifer.baseline_jobs import execute_baseline_job
 from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
 from lusifer.config import LLMConfig
 from lusifer.db import get_engine
-from lusifer.dispatch import BROKER_ERRORS, send_followups
 from lusifer.endpoints import api_key, resolve_base_url
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
@@ -32,6 +30,7 @@ from lusifer.jobstore import (
     claim_job,
     claim_job_with_run_status,
     fail_run,
+    finish_and_take_followups,
     finish_job,
     ready_followups,
     release_job,
@@ -39,9 +38,10 @@ from lusifer.jobstore import (
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
-from lusifer.runs import load_run_context
+from lusifer.runs import RunContext, load_run_context
 from lusifer.settings import Settings, get_settings
-from lusifer.tables import JobKind, JobState
+from lusifer.tables import Job, JobKind, JobState
+from workers.slots import SlotLimitedModel, chunk_pool
 
 log = logging.getLogger("lusifer.worker")
 
@@ -110,7 +110,11 @@ def _engine(settings: Settings) -> Engine:
 
 
 def run_job(task: Task, job_id: str) -> str:
-    """Run one job to its end; transient LLM failures hand it back to the queue."""
+    """Run one job to its end; transient LLM failures hand it back to the queue.
+
+    A profile job that ends done goes on with its user's rating jobs in this worker (see
+    ``_rate_followups``): no message, claim or profile read per chunk.
+    """
     settings = get_settings()
     engine = _engine(settings)
     claimed = claim_job_with_run_status(engine, job_id, settings.job_lease_s)
@@ -123,13 +127,13 @@ def run_job(task: Task, job_id: str) -> str:
         return "skipped: run stopped"
     try:
         ctx = load_run_context(engine, job.run_id)
-        model = model_for(ctx.config.llm, settings)
+        model = SlotLimitedModel(model_for(ctx.config.llm, settings))
         execute = execute_profile_job if job.kind == JobKind.PROFILE else execute_rating_job
         outcome = execute(engine, job, ctx, model)
     except TransientLLMError as err:
         if task.request.retries >= settings.job_max_retries:
             finish_job(engine, job_id, JobState.FAILED, error=f"gave up after retries: {err}")
-            _fail_dependents(engine, job_id, task.app, settings)
+            _fail_dependents(engine, job_id)
             return "failed"
         delay = min(300.0, (2**task.request.retries) * 2.0) * random.uniform(0.5, 1.5)
         countdown = max(delay, err.retry_after or 0.0)
@@ -138,47 +142,85 @@ def run_job(task: Task, job_id: str) -> str:
         # Celery's own limit must not cut in before ours: past it, retry() raises and the
         # job would be left queued with no message.
         raise task.retry(countdown=countdown, max_retries=settings.job_max_retries + 1) from None
-    except PermanentLLMError as err:
-        finish_job(engine, job_id, JobState.FAILED, error=str(err))
-        fail_run(engine, job.run_id, str(err))
-        return "failed: permanent"
-    except BudgetExhausted:
-        # Its finished calls are recorded; `lusifer resume --max-cost HIGHER` sends it again.
-        release_job(engine, job_id)
-        return "skipped: cost cap reached"
-    except LusiferError as err:
-        outcome = JobOutcome(error=str(err))
+    except (PermanentLLMError, BudgetExhausted, LusiferError) as err:
+        state = _settle_error(engine, job, err)
+        if job.kind == JobKind.PROFILE and state == JobState.FAILED:
+            _fail_dependents(engine, job_id)
+        return state
     state = JobState.FAILED if outcome.error else JobState.DONE
+    if job.kind != JobKind.PROFILE:
+        _finish(engine, job_id, outcome)
+        return state
+    if state != JobState.DONE:
+        _finish(engine, job_id, outcome)
+        _fail_dependents(engine, job_id)
+        return state
+    followups = finish_and_take_followups(engine, job_id, reasks=outcome.reasks)
+    _rate_followups(engine, followups, ctx, model, outcome.profile)
+    return state
+
+
+def _finish(engine: Engine, job_id: str, outcome: JobOutcome) -> None:
     finish_job(
         engine,
         job_id,
-        state,
+        JobState.FAILED if outcome.error else JobState.DONE,
         error=outcome.error,
         raw_output=outcome.raw_output,
         reasks=outcome.reasks,
     )
-    if job.kind == JobKind.PROFILE:
-        if state == JobState.DONE:
-            _send_followups(engine, job_id, task.app, settings)
-        else:
-            _fail_dependents(engine, job_id, task.app, settings)
-    return state
 
 
-def _send_followups(engine: Any, job_id: str, app: Celery, settings: Settings) -> None:
+def _settle_error(engine: Engine, job: Job, err: LusiferError) -> str:
+    """Record how a job that raised ends (other than by a transient LLM error)."""
+    if isinstance(err, PermanentLLMError):
+        finish_job(engine, job.id, JobState.FAILED, error=str(err))
+        fail_run(engine, job.run_id, str(err))
+        return "failed: permanent"
+    if isinstance(err, BudgetExhausted):
+        # Its finished calls are recorded; `lusifer resume --max-cost HIGHER` sends it again.
+        release_job(engine, job.id)
+        return "skipped: cost cap reached"
+    finish_job(engine, job.id, JobState.FAILED, error=str(err))
+    return JobState.FAILED
+
+
+def _rate_followups(
+    engine: Engine, jobs: list[Job], ctx: RunContext, model: ChatModel, profile: str | None
+) -> None:
+    """Run the rating jobs a profile job just took: side by side, the last in this thread."""
+    if not jobs:
+        return
+    pool = chunk_pool()
+    futures = [pool.submit(_rate_one, engine, job, ctx, model, profile) for job in jobs[:-1]]
+    _rate_one(engine, jobs[-1], ctx, model, profile)
+    for future in futures:
+        future.result()
+
+
+def _rate_one(
+    engine: Engine, job: Job, ctx: RunContext, model: ChatModel, profile: str | None
+) -> None:
     try:
-        send_followups(engine, app, job_id, settings.queue)
-    except BROKER_ERRORS as err:
-        # The job itself is done; its follow-ups went back to pending and the coordinator's
-        # sweep sends them once the broker is back.
-        log.warning(
-            "could not hand on the follow-ups of %s (%s); the coordinator sends them later",
-            job_id,
-            err,
-        )
+        outcome = execute_rating_job(engine, job, ctx, model, profile)
+    except TransientLLMError as err:
+        # Back to pending: the coordinator sends it as a job of its own, with the queue's
+        # retries and backoff.
+        log.info("rating job %s handed back to the queue: %s", job.id, err)
+        release_job(engine, job.id)
+        return
+    except LusiferError as err:
+        _settle_error(engine, job, err)
+        return
+    except Exception:
+        # The database or something unforeseen failed: the job stays running and its lease
+        # hands it back (the coordinator releases stale jobs); the other chunks go on.
+        log.exception("rating job %s stopped", job.id)
+        return
+    _finish(engine, job.id, outcome)
 
 
-def _fail_dependents(engine: Any, job_id: str, _app: Celery, _settings: Settings) -> None:
+def _fail_dependents(engine: Engine, job_id: str) -> None:
     for dependent in ready_followups(engine, job_id):
         finish_job(engine, dependent, JobState.FAILED, error=f"its profile job {job_id} failed")
 
