@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lusifer.config import RunConfig
 from lusifer.dataset import Dataset, Fold, Rating
@@ -191,6 +191,11 @@ def store_plan(engine: Engine, plan: Plan, dataset: Dataset) -> None:
         upsert(
             session, SimulatedRating, plan.expected, keys=["run_id", "fold", "user_id", "item_id"]
         )
+    if engine.dialect.name == "postgresql":
+        # Fresh statistics for the rows just written: the workers' prepared statements get
+        # planned against them, not against an empty table's guesses.
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE job, simulatedrating"))
 
 
 def describe_plan(plan: Plan) -> str:

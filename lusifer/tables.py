@@ -125,10 +125,9 @@ class SimulatedRating(SQLModel, table=True):
     Planned with ``rating = NULL`` so coverage and "exactly once" are plain counts.
     """
 
-    __table_args__ = (
-        UniqueConstraint("run_id", "fold", "user_id", "item_id"),
-        Index("ix_simrating_run_fold", "run_id", "fold"),
-    )
+    # The unique key serves (run, fold) lookups too: a second index on its first two columns
+    # only tempted PostgreSQL's generic plans into scanning a whole fold per rating stored.
+    __table_args__ = (UniqueConstraint("run_id", "fold", "user_id", "item_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: str

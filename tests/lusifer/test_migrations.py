@@ -224,6 +224,7 @@ def test_a_database_made_just_before_migrations_with_every_table_is_adopted(
         for added_since in ("finished_at", "max_cost_usd", "spent_usd"):  # 0002 and 0004
             conn.execute(text(f"ALTER TABLE run DROP COLUMN {added_since}"))
         conn.execute(text("DROP INDEX ix_job_depends_on"))  # 0005
+        conn.execute(text("CREATE INDEX ix_simrating_run_fold ON simulatedrating (run_id, fold)"))
     _fill_at_0001(engine)
 
     outcome = upgrade_schema(engine)
