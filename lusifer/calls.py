@@ -11,14 +11,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, select, update
+from sqlalchemy import Engine, bindparam, select
 
+from lusifer.call_store import part_statement, record_statement
 from lusifer.config import LLMConfig
-from lusifer.db import upsert
+from lusifer.db import autocommit
 from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
 from lusifer.settings import get_settings
-from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, utcnow
+from lusifer.tables import Job, LLMCall, Run, utcnow
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,6 @@ def call_cost(config: LLMConfig, prompt_tokens: int, completion_tokens: int) -> 
 # cost more CPU than the database spent running them.
 _calls, _jobs = LLMCall.__table__, Job.__table__  # type: ignore[attr-defined]
 _runs = Run.__table__  # type: ignore[attr-defined]
-_HEARTBEAT = (
-    update(_jobs)
-    .where(_jobs.c.id == bindparam("job_id"), _jobs.c.state == JobState.RUNNING)
-    .values(updated_at=bindparam("now"))
-)
 # Two columns, not the run row.
 _BUDGET = select(_runs.c.spent_usd, _runs.c.max_cost_usd).where(_runs.c.id == bindparam("run_id"))
 
@@ -70,11 +66,6 @@ _ANSWER_AND_BUDGET = select(
 # A job making calls renews its lease at most this often (and at least four times a lease):
 # a heartbeat statement on every call cost more than the call's own bookkeeping.
 HEARTBEAT_EVERY_S = 10.0
-_SPEND = (
-    update(_runs)
-    .where(_runs.c.id == bindparam("run_id"))
-    .values(spent_usd=_runs.c.spent_usd + bindparam("cost"))
-)
 
 
 def check_budget(engine: Engine, run_id: str) -> None:
@@ -109,15 +100,14 @@ class RecordedModel:
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer from the cache, or call the model and commit the call at once."""
         key = request.cache_key()
-        with self._engine.connect() as conn:
+        with autocommit(self._engine).connect() as conn:
             row = conn.execute(
                 _ANSWER_AND_BUDGET, {"key": key, "run_id": self._context.run_id}
             ).first()
         assert row is not None  # scalar subqueries: always one row
         if row.response_text is not None:
             self.cache_hits += 1
-            with self._engine.begin() as conn:
-                self._record_use(conn, key, cached=True, retries=0)
+            self._record(key, None, None, cached=True, retries=0)
             return ChatResult(
                 text=row.response_text,
                 prompt_tokens=row.prompt_tokens,
@@ -133,50 +123,56 @@ class RecordedModel:
         cost = result.price_factor * call_cost(
             self._config, result.prompt_tokens, result.completion_tokens
         )
-        # The call and its use in one transaction: committed together before the answer is used.
-        with self._engine.begin() as conn:
-            upsert(
-                conn,
-                LLMCall,
-                [
-                    {
-                        "key": key,
-                        "model": request.model,
-                        "request_json": json.dumps(request.model_dump(mode="json")),
-                        "response_text": result.text,
-                        "prompt_tokens": result.prompt_tokens,
-                        "completion_tokens": result.completion_tokens,
-                        "cached_tokens": result.cached_tokens,
-                        "latency_s": result.latency_s,
-                        "cost_usd": cost,
-                    }
-                ],
-                keys=["key"],
-            )
-            if cost > 0:
-                # In the call's own transaction: the spend the cost cap is checked against.
-                conn.execute(_SPEND, {"run_id": self._context.run_id, "cost": cost})
-            self._record_use(conn, key, cached=False, retries=result.retries)
+        # The call and its use together, committed before the answer is used.
+        call = {
+            "c_key": key,
+            "c_model": request.model,
+            "c_request_json": json.dumps(request.model_dump(mode="json")),
+            "c_response_text": result.text,
+            "c_prompt_tokens": result.prompt_tokens,
+            "c_completion_tokens": result.completion_tokens,
+            "c_cached_tokens": result.cached_tokens,
+            "c_latency_s": result.latency_s,
+            "c_cost_usd": cost,
+            "c_created_at": utcnow(),
+        }
+        # In the call's own statement: the spend the cost cap is checked against.
+        spend = {"s_run_id": self._context.run_id, "s_cost": cost} if cost > 0 else None
+        self._record(key, call, spend, cached=False, retries=result.retries)
         return result
 
-    def _record_use(self, conn: Connection, key: str, *, cached: bool, retries: int) -> None:
+    def _record(
+        self,
+        key: str,
+        call: dict[str, Any] | None,
+        spend: dict[str, Any] | None,
+        *,
+        cached: bool,
+        retries: int,
+    ) -> None:
+        """Store a call (when new), its use, the run's spend and the job's heartbeat at once."""
         # The use is also the job's heartbeat: a job making calls holds its lease.
         now = time.monotonic()
+        beat = None
         if now - self._last_beat >= self._beat_every_s:
-            conn.execute(_HEARTBEAT, {"job_id": self._context.job_id, "now": utcnow()})
+            beat = {"h_job_id": self._context.job_id, "h_now": utcnow()}
             self._last_beat = now
-        upsert(
-            conn,
-            CallUse,
-            [
-                {
-                    "run_id": self._context.run_id,
-                    "job_id": self._context.job_id,
-                    "call_key": key,
-                    "fold": self._context.fold,
-                    "cached": cached,
-                    "retries": retries,
-                }
-            ],
-            keys=["run_id", "job_id", "call_key"],
-        )
+        use = {
+            "u_run_id": self._context.run_id,
+            "u_job_id": self._context.job_id,
+            "u_call_key": key,
+            "u_fold": self._context.fold,
+            "u_cached": cached,
+            "u_retries": retries,
+        }
+        parts = [("call", call), ("spend", spend), ("beat", beat), ("use", use)]
+        present = tuple(name for name, values in parts if values is not None)
+        params = {k: v for _, values in parts if values is not None for k, v in values.items()}
+        if self._engine.dialect.name == "postgresql":
+            # One statement, the others as data-modifying CTEs: one round trip, atomic.
+            with autocommit(self._engine).connect() as conn:
+                conn.execute(record_statement(present), params)
+            return
+        with self._engine.begin() as conn:
+            for name in present:
+                conn.execute(part_statement(self._engine.dialect.name, name), params)

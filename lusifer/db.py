@@ -38,9 +38,13 @@ def _engine(url: str) -> Engine:
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             settings = get_settings()
+            # No ping before each checkout: it was a round trip more for every statement a
+            # worker runs. A connection that a database restart broke fails its statement
+            # once, the pool drops every connection of that age, and the job is retried
+            # (``workers.tasks``).
             engine = create_engine(
                 url,
-                pool_pre_ping=True,
+                pool_pre_ping=False,
                 pool_size=settings.db_pool_size,
                 max_overflow=settings.db_max_overflow,
             )
@@ -50,6 +54,19 @@ def _engine(url: str) -> Engine:
             "set LUSIFER_DATABASE_URL to e.g. postgresql+psycopg://user@host/db"
         ) from None
     return engine
+
+
+def autocommit(engine: Engine) -> Engine:
+    """The engine's pool with every statement committed on its own.
+
+    For single statements: no BEGIN before and no COMMIT after, two round trips less.
+    """
+    return _autocommit(engine)
+
+
+@lru_cache(maxsize=16)
+def _autocommit(engine: Engine) -> Engine:
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy import ColumnElement, Engine, and_, bindparam, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from lusifer.db import session_scope
+from lusifer.db import autocommit, session_scope
 from lusifer.tables import Job, JobState, Run, utcnow
 
 
@@ -49,7 +49,7 @@ def claim_job_with_run_status(
 ) -> tuple[Job, str | None] | None:
     """``claim_job``, also returning the status of the job's run, in one round trip."""
     now = utcnow()
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         row = conn.execute(
             _CLAIM, {"job_id": job_id, "stale": now - timedelta(seconds=lease_s), "now": now}
         ).first()
@@ -99,7 +99,7 @@ def finish_job(
     reasks: int = 0,
 ) -> None:
     """Record the end of a job (done or failed)."""
-    with engine.begin() as conn:
+    with autocommit(engine).connect() as conn:
         conn.execute(
             _FINISH,
             {

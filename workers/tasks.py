@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -9,7 +10,7 @@ from functools import lru_cache
 
 from celery import Celery, Task
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from lusifer.baseline_jobs import execute_baseline_job
 from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
@@ -142,6 +143,14 @@ def run_job(task: Task, job_id: str) -> str:
         # Celery's own limit must not cut in before ours: past it, retry() raises and the
         # job would be left queued with no message.
         raise task.retry(countdown=countdown, max_retries=settings.job_max_retries + 1) from None
+    except OperationalError as err:
+        # The database went away (a restart breaks the pooled connections; they are not
+        # pinged before use). Hand the job back and try again shortly; if the database is
+        # still away, the job's lease hands it back instead.
+        log.warning("job %s met a database error, retrying: %s", job_id, str(err).splitlines()[0])
+        with contextlib.suppress(SQLAlchemyError):
+            requeue_job(engine, job_id, "database unavailable", due_in_s=5.0)
+        raise task.retry(countdown=5.0, max_retries=settings.job_max_retries + 1) from None
     except (PermanentLLMError, BudgetExhausted, LusiferError) as err:
         state = _settle_error(engine, job, err)
         if job.kind == JobKind.PROFILE and state == JobState.FAILED:
