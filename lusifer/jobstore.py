@@ -224,6 +224,27 @@ def finish_and_take_followups(engine: Engine, job_id: str, *, reasks: int) -> li
     return sorted((Job(**row._asdict()) for row in rows), key=lambda j: j.chunk)
 
 
+def still_held(engine: Engine, job: Job) -> bool:
+    """Renew the lease of a job claimed earlier, if nobody took it since; say whether it was.
+
+    A job handed back after its lease ran out and claimed again has more attempts than the
+    copy of it its first holder kept.
+    """
+    table = Job.__table__  # type: ignore[attr-defined]
+    with autocommit(engine).connect() as conn:
+        row = conn.execute(
+            update(table)
+            .where(
+                table.c.id == job.id,
+                table.c.state == JobState.RUNNING,
+                table.c.attempts == job.attempts,
+            )
+            .values(updated_at=utcnow())
+            .returning(table.c.id)
+        ).first()
+    return row is not None
+
+
 def ready_followups(engine: Engine, job_id: str) -> list[str]:
     """Pending jobs that waited for ``job_id``."""
     with Session(engine) as session:

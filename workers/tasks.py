@@ -6,6 +6,7 @@ import contextlib
 import logging
 import random
 import threading
+import time
 from functools import lru_cache
 
 from celery import Celery, Task
@@ -36,6 +37,7 @@ from lusifer.jobstore import (
     ready_followups,
     release_job,
     requeue_job,
+    still_held,
 )
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
@@ -197,20 +199,31 @@ def _settle_error(engine: Engine, job: Job, err: LusiferError) -> str:
 def _rate_followups(
     engine: Engine, jobs: list[Job], ctx: RunContext, model: ChatModel, profile: str | None
 ) -> None:
-    """Run the rating jobs a profile job just took: side by side, the last in this thread."""
-    if not jobs:
-        return
+    """Hand the rating jobs a profile job just took to the chunk pool, side by side.
+
+    The task does not wait for them: its thread takes the next profile job while the ratings
+    use the slots profile calls leave (``workers.slots``).
+    """
     pool = chunk_pool()
-    futures = [pool.submit(_rate_one, engine, job, ctx, model, profile) for job in jobs[:-1]]
-    _rate_one(engine, jobs[-1], ctx, model, profile)
-    for future in futures:
-        future.result()
+    claimed_at = time.monotonic()
+    for job in jobs:
+        pool.submit(_rate_one, engine, job, ctx, model, profile, claimed_at)
 
 
 def _rate_one(
-    engine: Engine, job: Job, ctx: RunContext, model: ChatModel, profile: str | None
+    engine: Engine,
+    job: Job,
+    ctx: RunContext,
+    model: ChatModel,
+    profile: str | None,
+    claimed_at: float,
 ) -> None:
+    waited_s = time.monotonic() - claimed_at
     try:
+        if waited_s > get_settings().job_lease_s / 4 and not still_held(engine, job):
+            # It waited here longer than its lease and was handed out again: the other
+            # holder runs it.
+            return
         outcome = execute_rating_job(engine, job, ctx, model, profile)
     except TransientLLMError as err:
         # Back to pending: the coordinator sends it as a job of its own, with the queue's
