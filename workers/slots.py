@@ -104,9 +104,9 @@ def _finish_chunks(**_: Any) -> None:
 class SlotLimitedModel:
     """A ``ChatModel`` that holds one of the process's call slots while a call is in flight."""
 
-    def __init__(self, model: ChatModel) -> None:
+    def __init__(self, model: ChatModel, slots: PrioritySlots | None = None) -> None:
         self._model = model
-        self._slots = _semaphore()
+        self._slots = slots or _semaphore()
 
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer a request once a slot is free; profile steps before ratings."""

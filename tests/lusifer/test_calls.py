@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,10 @@ from sqlmodel import Session, create_engine, select
 from lusifer.calls import CallContext, RecordedModel, call_cost
 from lusifer.config import LLMConfig
 from lusifer.db import create_tables, get_engine
+from lusifer.errors import BudgetExhausted
 from lusifer.llm import ChatRequest, ChatResult, FakeChatModel
-from lusifer.tables import CallUse, LLMCall
+from lusifer.tables import CallUse, LLMCall, Run
+from tests.integration.services import postgres_schema
 
 PRICED = LLMConfig(
     base_url="http://x/v1", model="m", price_prompt_per_mtok=0.15, price_completion_per_mtok=0.6
@@ -60,11 +63,19 @@ class FixedModel:
         )
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Engine:
-    engine = get_engine(f"sqlite:///{tmp_path / 'calls.db'}")
-    create_tables(engine)
-    return engine
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    # PostgreSQL records a call in one statement (CTEs), SQLite in a transaction: both count.
+    if request.param == "sqlite":
+        engine = get_engine(f"sqlite:///{tmp_path / 'calls.db'}")
+        create_tables(engine)
+        yield engine
+        return
+    with postgres_schema("lusifer_calls") as url:
+        engine = get_engine(url)
+        create_tables(engine)
+        yield engine
+        engine.dispose()
 
 
 def _uses(engine: Engine) -> list[CallUse]:
@@ -136,7 +147,7 @@ def test_cache_survives_a_new_engine_on_the_same_file(tmp_path: Path, engine: En
     fake = FakeChatModel(lambda r: "answer")
     RecordedModel(engine, fake, PRICED, CONTEXT).complete(REQUEST)
     engine.dispose()
-    fresh = create_engine(f"sqlite:///{tmp_path / 'calls.db'}")  # not the cached engine
+    fresh = create_engine(engine.url)  # not the cached engine
     other = FakeChatModel(lambda r: "other answer")
     assert RecordedModel(fresh, other, PRICED, CONTEXT).complete(REQUEST).text == "answer"
     assert other.requests == []
@@ -172,3 +183,29 @@ def test_cache_key_ignores_dict_order_but_not_message_order() -> None:
     assert reordered.cache_key() == KEY_HEX
     swapped = KEY_REQUEST.model_copy(update={"messages": tuple(reversed(KEY_REQUEST.messages))})
     assert swapped.cache_key() != KEY_HEX
+
+
+def test_new_calls_add_to_the_run_spend_until_its_cap_stops_them(engine: Engine) -> None:
+    with Session(engine) as session:
+        session.add(
+            Run(
+                id=CONTEXT.run_id,
+                config_json="{}",
+                prompt_set="p",
+                prompt_version="1",
+                prompt_hash="h",
+                prompts_json="{}",
+                dataset_fingerprint="f",
+                max_cost_usd=0.0005,
+            )
+        )
+        session.commit()
+    recorded = RecordedModel(engine, FixedModel(), PRICED, CONTEXT)
+    recorded.complete(REQUEST)  # 1200 x 0.15 + 300 x 0.6 per million: $0.00036
+    with Session(engine) as session:
+        run = session.get(Run, CONTEXT.run_id)
+        assert run is not None and run.spent_usd == pytest.approx(0.00036)
+    recorded.complete(REQUEST.model_copy(update={"sample_index": 1}))  # $0.00072: over
+    with pytest.raises(BudgetExhausted):
+        recorded.complete(REQUEST.model_copy(update={"sample_index": 2}))
+    assert recorded.complete(REQUEST).text == '{"1": 4}'  # a cached answer costs nothing

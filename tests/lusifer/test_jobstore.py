@@ -10,7 +10,14 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
 from lusifer.db import create_tables, get_engine, session_scope, upsert
-from lusifer.jobstore import claim_job, finish_job, release_stale, take_for_queue
+from lusifer.jobstore import (
+    claim_job,
+    finish_and_take_followups,
+    finish_job,
+    release_stale,
+    still_held,
+    take_for_queue,
+)
 from lusifer.tables import Job, JobState, utcnow
 
 
@@ -90,3 +97,52 @@ def test_release_stale_returns_orphans_to_pending(engine: Engine) -> None:
     assert release_stale(engine, "r", lease_s=60) == 1
     assert _state(engine, "r/f/1/rating/0") == JobState.PENDING
     assert _state(engine, "r/f/1/rating/1") == JobState.RUNNING
+
+
+def _add_profile_job(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        upsert(
+            session,
+            Job,
+            [
+                {
+                    "id": "r/f/1/profile",
+                    "run_id": "r",
+                    "fold": "f",
+                    "user_id": 1,
+                    "kind": "profile",
+                    "state": JobState.PENDING,
+                    "inputs_json": "{}",
+                }
+            ],
+            keys=["id"],
+        )
+        session.execute(
+            update(Job).where(col(Job.kind) == "rating").values(depends_on="r/f/1/profile")
+        )
+
+
+def test_a_finished_profile_job_takes_its_waiting_rating_jobs_once(engine: Engine) -> None:
+    _add_profile_job(engine)
+    assert claim_job(engine, "r/f/1/profile", lease_s=60) is not None
+    # One rating job was already handed to the queue by the coordinator: not taken again.
+    take_for_queue(engine, ["r/f/1/rating/1"], [JobState.PENDING])
+
+    taken = finish_and_take_followups(engine, "r/f/1/profile", reasks=2)
+
+    assert [job.id for job in taken] == ["r/f/1/rating/0", "r/f/1/rating/2"]
+    assert all(job.state == JobState.RUNNING and job.attempts == 1 for job in taken)
+    assert _state(engine, "r/f/1/profile") == JobState.DONE
+    assert _state(engine, "r/f/1/rating/1") == JobState.QUEUED
+    assert finish_and_take_followups(engine, "r/f/1/profile", reasks=2) == []
+
+
+def test_a_job_handed_out_again_is_no_longer_held_by_its_first_holder(engine: Engine) -> None:
+    first = claim_job(engine, "r/f/1/rating/0", lease_s=60)
+    assert first is not None and still_held(engine, first)
+    _age(engine, "r/f/1/rating/0", 120)
+    assert release_stale(engine, "r", lease_s=60) == 1
+    second = claim_job(engine, "r/f/1/rating/0", lease_s=60)
+    assert second is not None
+    assert not still_held(engine, first)
+    assert still_held(engine, second)
