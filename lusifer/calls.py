@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,13 +83,23 @@ def _check_spend(run_id: str, spent: float, cap: float | None) -> None:
         raise BudgetExhausted(f"run {run_id} spent ${spent:.4f} of its ${cap:.4f} cap")
 
 
+# Held around each call (lookup, budget check, call, record): a worker's cap on calls in flight.
+CallGate = Callable[[ChatRequest], AbstractContextManager[None]]
+
+
 class RecordedModel:
     """A ``ChatModel`` that answers from the call cache when it can and records every call."""
 
     def __init__(
-        self, engine: Engine, model: ChatModel, config: LLMConfig, context: CallContext
+        self,
+        engine: Engine,
+        model: ChatModel,
+        config: LLMConfig,
+        context: CallContext,
+        gate: CallGate | None = None,
     ) -> None:
         self._engine = engine
+        self._gate = gate
         self._model = model
         self._config = config
         self._context = context
@@ -99,6 +111,14 @@ class RecordedModel:
 
     def complete(self, request: ChatRequest) -> ChatResult:
         """Answer from the cache, or call the model and commit the call at once."""
+        if self._gate is None:
+            return self._complete(request)
+        # The budget is checked inside the gate: a call waiting for a slot must not start
+        # on a budget read before it waited.
+        with self._gate(request):
+            return self._complete(request)
+
+    def _complete(self, request: ChatRequest) -> ChatResult:
         key = request.cache_key()
         with autocommit(self._engine).connect() as conn:
             row = conn.execute(

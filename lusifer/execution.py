@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, bindparam, update
 from sqlmodel import Session, col, select
 
-from lusifer.calls import CallContext, RecordedModel
+from lusifer.calls import CallContext, CallGate, RecordedModel
 from lusifer.db import upsert
 from lusifer.errors import OutputValidationError
 from lusifer.jobs import ProfileInputs, RatingInputs
@@ -35,19 +35,26 @@ class JobOutcome:
     profile: str | None = None  # the final profile a profile job built
 
 
-def _recorded(engine: Engine, model: ChatModel, ctx: RunContext, job: Job) -> RecordedModel:
-    return RecordedModel(engine, model, ctx.config.llm, CallContext(ctx.run_id, job.id, job.fold))
+def _recorded(
+    engine: Engine, model: ChatModel, ctx: RunContext, job: Job, gate: CallGate | None
+) -> RecordedModel:
+    context = CallContext(ctx.run_id, job.id, job.fold)
+    return RecordedModel(engine, model, ctx.config.llm, context, gate)
 
 
-def execute_profile_job(engine: Engine, job: Job, ctx: RunContext, model: ChatModel) -> JobOutcome:
-    """Build a user's profile step by step, storing every intermediate profile."""
+def execute_profile_job(
+    engine: Engine, job: Job, ctx: RunContext, model: ChatModel, gate: CallGate | None = None
+) -> JobOutcome:
+    """Build a user's profile step by step, storing every intermediate profile.
+
+    ``gate`` is held around each call (a worker's slots for calls in flight).
+    """
     inputs = ProfileInputs.model_validate_json(job.inputs_json)
     batches = [
         [RatedItem(item_id, ctx.item_info[item_id], rating) for item_id, rating in batch]
         for batch in inputs.batches
     ]
-    recorded = _recorded(engine, model, ctx, job)
-
+    recorded = _recorded(engine, model, ctx, job, gate)
     try:
         steps = build_profile(
             recorded,
@@ -127,7 +134,12 @@ _STORE_RATING = (
 
 
 def execute_rating_job(
-    engine: Engine, job: Job, ctx: RunContext, model: ChatModel, profile: str | None = None
+    engine: Engine,
+    job: Job,
+    ctx: RunContext,
+    model: ChatModel,
+    profile: str | None = None,
+    gate: CallGate | None = None,
 ) -> JobOutcome:
     """Rate a chunk of a user's test items and store every valid rating.
 
@@ -139,7 +151,7 @@ def execute_rating_job(
         profile = latest_profile(engine, ctx.run_id, job.fold, job.user_id)
     if profile is None:
         return JobOutcome(error="the user's profile is missing (its profile job failed)")
-    recorded = _recorded(engine, model, ctx, job)
+    recorded = _recorded(engine, model, ctx, job, gate)
     outcome = rate_items(
         recorded,
         ctx.prompts,

@@ -11,12 +11,14 @@ in the gaps finishes a run soonest (the schedule the benchmark's ideal assumes).
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from celery import signals
 
-from lusifer.llm import ChatModel, ChatRequest, ChatResult
+from lusifer.llm import ChatRequest
 from lusifer.settings import get_settings
 
 _lock = threading.Lock()
@@ -65,6 +67,15 @@ class PrioritySlots:
                     self._other.wait()
             self._free -= 1
 
+    @contextmanager
+    def hold(self, request: ChatRequest) -> Iterator[None]:
+        """A slot for the time of one call (cache lookup, budget check, call, record)."""
+        self.acquire(urgent=request.schema_name == "profile")
+        try:
+            yield
+        finally:
+            self.release()
+
     def release(self) -> None:
         """Give a slot back and wake the waiter who gets it."""
         with self._lock:
@@ -101,17 +112,6 @@ def _finish_chunks(**_: Any) -> None:
         pool.shutdown(wait=True)
 
 
-class SlotLimitedModel:
-    """A ``ChatModel`` that holds one of the process's call slots while a call is in flight."""
-
-    def __init__(self, model: ChatModel, slots: PrioritySlots | None = None) -> None:
-        self._model = model
-        self._slots = slots or _semaphore()
-
-    def complete(self, request: ChatRequest) -> ChatResult:
-        """Answer a request once a slot is free; profile steps before ratings."""
-        self._slots.acquire(urgent=request.schema_name == "profile")
-        try:
-            return self._model.complete(request)
-        finally:
-            self._slots.release()
+def call_slot(request: ChatRequest) -> AbstractContextManager[None]:
+    """Hold one of this process's call slots around a call; profile steps before ratings."""
+    return _semaphore().hold(request)

@@ -44,7 +44,7 @@ from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_br
 from lusifer.runs import RunContext, load_run_context
 from lusifer.settings import Settings, get_settings
 from lusifer.tables import Job, JobKind, JobState
-from workers.slots import SlotLimitedModel, chunk_pool
+from workers.slots import call_slot, chunk_pool
 
 log = logging.getLogger("lusifer.worker")
 
@@ -130,9 +130,11 @@ def run_job(task: Task, job_id: str) -> str:
         return "skipped: run stopped"
     try:
         ctx = load_run_context(engine, job.run_id)
-        model = SlotLimitedModel(model_for(ctx.config.llm, settings))
-        execute = execute_profile_job if job.kind == JobKind.PROFILE else execute_rating_job
-        outcome = execute(engine, job, ctx, model)
+        model = model_for(ctx.config.llm, settings)
+        if job.kind == JobKind.PROFILE:
+            outcome = execute_profile_job(engine, job, ctx, model, gate=call_slot)
+        else:
+            outcome = execute_rating_job(engine, job, ctx, model, gate=call_slot)
     except TransientLLMError as err:
         if task.request.retries >= settings.job_max_retries:
             finish_job(engine, job_id, JobState.FAILED, error=f"gave up after retries: {err}")
@@ -224,7 +226,7 @@ def _rate_one(
             # It waited here longer than its lease and was handed out again: the other
             # holder runs it.
             return
-        outcome = execute_rating_job(engine, job, ctx, model, profile)
+        outcome = execute_rating_job(engine, job, ctx, model, profile, gate=call_slot)
     except TransientLLMError as err:
         # Back to pending: the coordinator sends it as a job of its own, with the queue's
         # retries and backoff.

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from lusifer.llm import ChatRequest, ChatResult
-from workers.slots import PrioritySlots, SlotLimitedModel
+from lusifer.llm import ChatRequest
+from workers.slots import PrioritySlots
 
 
 def _request(schema_name: str) -> ChatRequest:
@@ -35,31 +35,23 @@ def test_an_urgent_waiter_gets_the_next_slot_before_one_that_came_first() -> Non
     assert order == ["profile", "rating"]
 
 
-class _SlowModel:
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.most = 0
-        self._lock = threading.Lock()
-
-    def complete(self, request: ChatRequest) -> ChatResult:
-        with self._lock:
-            self.in_flight += 1
-            self.most = max(self.most, self.in_flight)
-        time.sleep(0.05)
-        with self._lock:
-            self.in_flight -= 1
-        return ChatResult(text="{}")
-
-
 def test_a_process_never_has_more_calls_in_flight_than_its_slots() -> None:
-    inner = _SlowModel()
-    model = SlotLimitedModel(inner, PrioritySlots(3))
-    threads = [
-        threading.Thread(target=model.complete, args=(_request(kind),))
-        for kind in ["profile", "ratings"] * 6
-    ]
+    slots = PrioritySlots(3)
+    lock = threading.Lock()
+    in_flight = [0, 0]  # now, most
+
+    def call(kind: str) -> None:
+        with slots.hold(_request(kind)):
+            with lock:
+                in_flight[0] += 1
+                in_flight[1] = max(in_flight[1], in_flight[0])
+            time.sleep(0.05)
+            with lock:
+                in_flight[0] -= 1
+
+    threads = [threading.Thread(target=call, args=(kind,)) for kind in ["profile", "ratings"] * 6]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(10)
-    assert inner.most == 3
+    assert in_flight == [0, 3]
