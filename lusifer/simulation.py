@@ -192,9 +192,17 @@ def build_profile(
     return steps
 
 
-def rating_max_tokens(config: LLMConfig, n_items: int) -> int:
-    """The answer budget of a rating call for ``n_items`` items."""
-    return config.rating_tokens_per_item * n_items + 16
+# Characters of an item id that ``rating_tokens_per_item`` pays for. An answer entry such as
+# ``"1682": 4, `` costs about 10 tokens where the tokenizer splits digits one by one (SmolLM2,
+# Llama): the per-item budget covers ids of up to this many characters, and a longer id gets
+# a token more per character, so a chunk of long ids is not cut short into a re-ask.
+_ID_CHARS_COVERED = 4
+
+
+def rating_max_tokens(config: LLMConfig, item_ids: Sequence[int]) -> int:
+    """The answer budget of a rating call for ``item_ids``: every entry, plus the braces."""
+    extra = sum(max(0, len(str(i)) - _ID_CHARS_COVERED) for i in item_ids)
+    return config.rating_tokens_per_item * len(item_ids) + extra + 16
 
 
 def _to_rate(items: Sequence[ItemToRate]) -> list[dict[str, object]]:
@@ -233,7 +241,7 @@ def rate_items(
             model=config.model,
             messages=(("system", system), ("user", user)),
             temperature=config.temperature,
-            max_tokens=rating_max_tokens(config, len(asked)),
+            max_tokens=rating_max_tokens(config, outcome.missing),
             schema_name="ratings",
             json_schema=rating_schema(outcome.missing),
             structured_output=config.structured_output,

@@ -19,6 +19,7 @@ from lusifer.simulation import (
     build_profile,
     profile_step,
     rate_items,
+    rating_max_tokens,
 )
 
 CONFIG = LLMConfig(base_url="http://x/v1", model="m")
@@ -211,6 +212,14 @@ def test_alike_reasks_are_separate_calls(prompts: PromptSet) -> None:
     # one-off, so each is a call of its own, never the cached answer just rejected.
     assert fake.requests[1].messages == fake.requests[2].messages
     assert len({r.cache_key() for r in fake.requests}) == 3
+
+
+def test_the_answer_budget_grows_with_long_ids() -> None:
+    # Ids of up to 4 characters cost the configured tokens per item; longer ids a token more
+    # per character (digit-by-digit tokenizers), so a chunk of them is not cut short.
+    assert rating_max_tokens(CONFIG, [1, 22, 333, 4444]) == 12 * 4 + 16
+    assert rating_max_tokens(CONFIG, [1234567, 12345]) == 12 * 2 + 3 + 1 + 16
+    assert rating_max_tokens(CONFIG, []) == 16
 
 
 def test_rate_items_gives_up_after_max_reask(prompts: PromptSet) -> None:
