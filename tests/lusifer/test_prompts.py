@@ -48,7 +48,7 @@ def test_builtin_sets_load_with_their_chunk_sizes() -> None:
     assert paper.name == "paper"
     assert paper.chunk_size == 1
     assert lusifer.name == "lusifer"
-    assert lusifer.chunk_size == 20
+    assert lusifer.chunk_size == 40
     assert set(paper.sources) == set(TEMPLATE_NAMES) == set(lusifer.sources)
 
 
