@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
@@ -35,6 +36,19 @@ _SAMPLE_CONTEXT: dict[str, Any] = {
     "missing": [2],
     "problems": ["item 2 was not rated"],
 }
+
+
+# The labels of an item text's short fields (``lusifer.dataset.features.item_info``). A model
+# tells "Heat; 1995; Action, Crime" apart as well as the labelled form, which costs 7 more
+# tokens per item; the overview keeps its label and is never touched.
+_SHORT_LABELS = re.compile(r"(?:^|(?<=; ))(?:Title|Year|Genres): ")
+_OVERVIEW = "; Overview: "
+
+
+def unlabelled(text: object) -> str:
+    """Drop the Title/Year/Genres labels of an item text; the rest, overview included, stays."""
+    head, overview, tail = str(text).partition(_OVERVIEW)
+    return _SHORT_LABELS.sub("", head) + overview + tail
 
 
 def untrusted(text: object) -> str:
@@ -74,6 +88,7 @@ def _compiled(source: str) -> Template:
 def _environment() -> Environment:
     env = Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
     env.filters["untrusted"] = untrusted
+    env.filters["unlabelled"] = unlabelled
     return env
 
 

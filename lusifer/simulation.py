@@ -192,6 +192,23 @@ def build_profile(
     return steps
 
 
+# Characters of an item id that ``rating_tokens_per_item`` pays for. An answer entry such as
+# ``"1682": 4, `` costs about 10 tokens where the tokenizer splits digits one by one (SmolLM2,
+# Llama): the per-item budget covers ids of up to this many characters, and a longer id gets
+# a token more per character, so a chunk of long ids is not cut short into a re-ask.
+_ID_CHARS_COVERED = 4
+
+
+def rating_max_tokens(config: LLMConfig, item_ids: Sequence[int]) -> int:
+    """The answer budget of a rating call for ``item_ids``: every entry, plus the braces."""
+    extra = sum(max(0, len(str(i)) - _ID_CHARS_COVERED) for i in item_ids)
+    return config.rating_tokens_per_item * len(item_ids) + extra + 16
+
+
+def _to_rate(items: Sequence[ItemToRate]) -> list[dict[str, object]]:
+    return [{"item_id": i.item_id, "info": i.info} for i in items]
+
+
 def rate_items(
     llm: ChatModel,
     prompts: PromptSet,
@@ -203,24 +220,34 @@ def rate_items(
     items: Sequence[ItemToRate],
     max_reask: int,
 ) -> RatingOutcome:
-    """Have the simulated user rate ``items``; re-ask for what is missing or invalid."""
+    """Have the simulated user rate ``items``; re-ask for what is missing or invalid.
+
+    A re-ask is a fresh request: the same system message (so a server's prefix cache still
+    holds it), then the missing items alone followed by what was wrong. Carrying the whole
+    conversation instead would send every item of the chunk and the rejected answer again.
+    """
     system = prompts.render(
         "rating_system", user_info=user_info, profile=profile, recent=_rated(recent)
     )
-    user = prompts.render(
-        "rating_user", items=[{"item_id": i.item_id, "info": i.info} for i in items]
-    )
-    messages: tuple[tuple[str, str], ...] = (("system", system), ("user", user))
-    outcome = RatingOutcome(ratings={}, missing=[i.item_id for i in items])
+    by_id = {i.item_id: i for i in items}
+    outcome = RatingOutcome(ratings={}, missing=list(by_id))
     for turn in range(max_reask + 1):
+        asked = [by_id[i] for i in outcome.missing]
+        user = prompts.render("rating_user", items=_to_rate(asked))
+        if turn:
+            note = prompts.render("reask", missing=outcome.missing, problems=outcome.problems)
+            user = f"{user}\n\n{note}"
         request = ChatRequest(
             model=config.model,
-            messages=messages,
+            messages=(("system", system), ("user", user)),
             temperature=config.temperature,
-            max_tokens=config.rating_tokens_per_item * len(outcome.missing) + 16,
+            max_tokens=rating_max_tokens(config, outcome.missing),
             schema_name="ratings",
             json_schema=rating_schema(outcome.missing),
             structured_output=config.structured_output,
+            # Two re-asks can read alike (same items, same problems): the attempt keeps each
+            # a call of its own, so the cache never hands back the answer just rejected.
+            sample_index=turn,
         )
         result = llm.complete(request)
         outcome.raw_texts.append(result.text)
@@ -232,6 +259,4 @@ def rate_items(
             break
         if turn < max_reask:
             outcome.reasks += 1
-            reask = prompts.render("reask", missing=outcome.missing, problems=problems)
-            messages = (*messages, ("assistant", result.text), ("user", reask))
     return outcome

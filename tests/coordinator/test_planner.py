@@ -51,7 +51,8 @@ def test_profile_batches_are_the_last_40_training_ratings_oldest_first(dataset: 
 
 
 def test_rating_chunks_cover_every_test_item_once_with_recent_items(dataset: Dataset) -> None:
-    plan = plan_run("r", _config(), dataset, load_prompt_set("lusifer"))
+    prompts = load_prompt_set("lusifer")
+    plan = plan_run("r", _config(), dataset, prompts)
     tests = dataset.folds["u1"].test_by_user()
     train = dataset.folds["u1"].train_by_user()
     for user in (1, 2, 3):
@@ -59,7 +60,8 @@ def test_rating_chunks_cover_every_test_item_once_with_recent_items(dataset: Dat
         items = [i for j in jobs for i in RatingInputs.model_validate_json(j["inputs_json"]).items]
         assert items == [r.item_id for r in tests[user]]
         assert all(
-            len(RatingInputs.model_validate_json(j["inputs_json"]).items) <= 20 for j in jobs
+            len(RatingInputs.model_validate_json(j["inputs_json"]).items) <= prompts.chunk_size
+            for j in jobs
         )
         recent = RatingInputs.model_validate_json(jobs[0]["inputs_json"]).recent
         assert recent == [(r.item_id, r.rating) for r in train[user][-10:]]

@@ -9,12 +9,15 @@ from typing import Any
 
 import pytest
 
+from lusifer.dataset import Item
+from lusifer.dataset.features import item_info
 from lusifer.errors import ConfigurationError
 from lusifer.prompts import (
     TEMPLATE_NAMES,
     available_prompt_sets,
     builtin_prompts_dir,
     load_prompt_set,
+    unlabelled,
     untrusted,
 )
 
@@ -45,7 +48,7 @@ def test_builtin_sets_load_with_their_chunk_sizes() -> None:
     assert paper.name == "paper"
     assert paper.chunk_size == 1
     assert lusifer.name == "lusifer"
-    assert lusifer.chunk_size == 20
+    assert lusifer.chunk_size == 40
     assert set(paper.sources) == set(TEMPLATE_NAMES) == set(lusifer.sources)
 
 
@@ -144,6 +147,34 @@ def test_untrusted_filter_neutralises_tags() -> None:
     assert untrusted(42) == "42"
 
 
+def test_unlabelled_drops_the_short_labels_of_an_item_text_only() -> None:
+    overview = "A heist. Title: not a label here; Year: 2000 neither."
+    item = Item(12, "Usual Suspects, The", 1995, ("Crime", "Thriller"), overview)
+    assert unlabelled(item_info(item)) == (
+        "Usual Suspects, The; 1995; Crime, Thriller; Overview: " + overview
+    )
+    assert unlabelled(item_info(item, 0)) == "Usual Suspects, The; 1995; Crime, Thriller"
+    # Unknown fields are skipped by item_info; what is left still loses its labels.
+    assert unlabelled(item_info(Item(3, "Heat", None, (), None))) == "Heat"
+    # A text in another shape passes unchanged.
+    assert unlabelled("Name: Heat; Released: 1995") == "Name: Heat; Released: 1995"
+
+
+def test_lusifer_items_are_unlabelled_and_paper_items_unchanged() -> None:
+    info = "Title: Heat; Year: 1995; Genres: Action, Crime"
+    items = [{"item_id": 6, "info": info}]
+    recent = [{"item_id": 7, "info": info, "rating": 4}]
+    lusifer, paper = load_prompt_set("lusifer"), load_prompt_set("paper")
+    assert '<item id="6">Heat; 1995; Action, Crime</item>' in lusifer.render(
+        "rating_user", items=items
+    )
+    assert '<item id="7">Heat; 1995; Action, Crime</item>' in lusifer.render(
+        "rating_system", user_info="Age: 30", profile=PROFILE, recent=recent
+    )
+    # The reference protocol sees the item text as it is.
+    assert f'<item id="6">{info}</item>' in paper.render("rating_user", items=items)
+
+
 @pytest.mark.parametrize("name", ["lusifer", "paper"])
 def test_rating_user_cannot_be_broken_out_of(name: str) -> None:
     prompts = load_prompt_set(name)
@@ -158,8 +189,9 @@ def test_rating_user_tags_every_item(name: str) -> None:
     prompts = load_prompt_set(name)
     text = prompts.render("rating_user", items=ITEMS)
     assert re.findall(r'<item id="(\d+)">', text) == ["1", "2", "1682"]
+    shown = unlabelled if name == "lusifer" else str
     for item in ITEMS:
-        assert f'<item id="{item["item_id"]}">{item["info"]}</item>' in text
+        assert f'<item id="{item["item_id"]}">{shown(item["info"])}</item>' in text
 
 
 @pytest.mark.parametrize("name", ["lusifer", "paper"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -18,6 +19,7 @@ from lusifer.simulation import (
     build_profile,
     profile_step,
     rate_items,
+    rating_max_tokens,
 )
 
 CONFIG = LLMConfig(base_url="http://x/v1", model="m")
@@ -40,6 +42,10 @@ def _batches() -> list[list[RatedItem]]:
 
 def _items(*ids: int) -> list[ItemToRate]:
     return [ItemToRate(i, f"Title: Movie {i}") for i in ids]
+
+
+def _tagged_ids(text: str) -> list[str]:
+    return re.findall(r'<item id="(\d+)">', text)
 
 
 def _schema_keys(request: ChatRequest) -> list[str]:
@@ -145,15 +151,75 @@ def test_rate_items_reasks_only_for_the_missing(prompts: PromptSet) -> None:
     first, second = fake.requests
     assert _schema_keys(first) == ["11", "12", "13"]
     assert _schema_keys(second) == ["12", "13"]
-    # The re-ask continues the same conversation: the first answer, then the question again.
-    assert second.messages[: len(first.messages)] == first.messages
-    assert second.messages[len(first.messages)] == ("assistant", '{"11": 4, "12": 9}')
-    role, reask = second.messages[-1]
+    # The re-ask is a fresh request: the same system message (the cached prefix), then the
+    # missing items alone and what was wrong; neither item 11 nor the rejected answer again.
+    assert len(second.messages) == 2
+    assert second.messages[0] == first.messages[0]
+    role, reask = second.messages[1]
     assert role == "user"
-    assert "12, 13" in reask
+    assert _tagged_ids(reask) == ["12", "13"]
+    assert _tagged_ids(first.messages[1][1]) == ["11", "12", "13"]
+    assert "Movie 11" not in reask and '"12": 9' not in reask
+    assert "item 12 got 9, not an integer 1-5" in reask
     # 12 tokens per item + 16: 3 items, then 2.
     assert first.max_tokens == 12 * 3 + 16
     assert second.max_tokens == 12 * 2 + 16
+
+
+def test_a_reask_costs_the_missing_items_not_the_chunk(prompts: PromptSet) -> None:
+    # Twenty items, one left out of the first answer: the re-ask carries one item.
+    ids = list(range(101, 121))
+    answers = iter([json.dumps({str(i): 3 for i in ids[:-1]}), json.dumps({"120": 4})])
+    fake = FakeChatModel(lambda r: next(answers))
+    outcome = rate_items(
+        fake,
+        prompts,
+        CONFIG,
+        user_info=USER_INFO,
+        profile="Likes comedies.",
+        recent=RECENT,
+        items=_items(*ids),
+        max_reask=2,
+    )
+    assert outcome.missing == [] and outcome.reasks == 1
+    first, second = fake.requests
+    system = first.messages[0][1]
+    first_user, reask = first.messages[1][1], second.messages[1][1]
+    assert _tagged_ids(reask) == ["120"]
+    assert reask == (
+        prompts.render("rating_user", items=[{"item_id": 120, "info": "Title: Movie 120"}])
+        + "\n\n"
+        + prompts.render("reask", missing=[120], problems=["not rated: 120"])
+    )
+    # The whole re-ask is smaller than the first request: it never grows with the chunk.
+    assert second.messages[0][1] == system
+    assert len(reask) < len(first_user)
+
+
+def test_alike_reasks_are_separate_calls(prompts: PromptSet) -> None:
+    fake = FakeChatModel(lambda r: "no idea")
+    rate_items(
+        fake,
+        prompts,
+        CONFIG,
+        user_info=USER_INFO,
+        profile="p",
+        recent=[],
+        items=_items(1, 2),
+        max_reask=2,
+    )
+    # Both re-asks ask for the same items with the same complaint; a garbled answer may be a
+    # one-off, so each is a call of its own, never the cached answer just rejected.
+    assert fake.requests[1].messages == fake.requests[2].messages
+    assert len({r.cache_key() for r in fake.requests}) == 3
+
+
+def test_the_answer_budget_grows_with_long_ids() -> None:
+    # Ids of up to 4 characters cost the configured tokens per item; longer ids a token more
+    # per character (digit-by-digit tokenizers), so a chunk of them is not cut short.
+    assert rating_max_tokens(CONFIG, [1, 22, 333, 4444]) == 12 * 4 + 16
+    assert rating_max_tokens(CONFIG, [1234567, 12345]) == 12 * 2 + 3 + 1 + 16
+    assert rating_max_tokens(CONFIG, []) == 16
 
 
 def test_rate_items_gives_up_after_max_reask(prompts: PromptSet) -> None:

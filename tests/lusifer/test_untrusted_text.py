@@ -124,23 +124,28 @@ def _profile(request: ChatRequest) -> str | None:
     return None
 
 
-def _obeys_the_injection(request: ChatRequest) -> str:
+class _ObeysTheInjection:
     """A model that does what the item text says, as far as the prompt lets it."""
-    profile = _profile(request)
-    if profile is not None:
-        return profile
-    asked = _TAG.findall(request.messages[-1][1]) or [str(i) for i in TEST_ITEMS]
-    turn = sum(1 for role, _ in request.messages if role == "assistant")
-    if turn == 0:
-        # The injected schema, for the injected item.
-        return json.dumps({"ratings": [{"id": FAKE_ID, "rating": 5}]})
-    if turn == 1:
-        # Every item it can see rated 5, the fake one too, one value cut by the fake closing.
-        answer: dict[str, object] = {i: 5 for i in asked}
-        answer[str(FAKE_ID)] = 5
-        answer[asked[0]] = '5"}]}'
-        return json.dumps(answer)
-    return json.dumps({i: 5 for i in asked} | {str(FAKE_ID): 5})
+
+    def __init__(self) -> None:
+        self.rating_turns = 0
+
+    def __call__(self, request: ChatRequest) -> str:
+        profile = _profile(request)
+        if profile is not None:
+            return profile
+        asked = _TAG.findall(request.messages[-1][1]) or [str(i) for i in TEST_ITEMS]
+        turn, self.rating_turns = self.rating_turns, self.rating_turns + 1
+        if turn == 0:
+            # The injected schema, for the injected item.
+            return json.dumps({"ratings": [{"id": FAKE_ID, "rating": 5}]})
+        if turn == 1:
+            # Every item it can see rated 5, the fake one too, one value cut by the fake closing.
+            answer: dict[str, object] = {i: 5 for i in asked}
+            answer[str(FAKE_ID)] = 5
+            answer[asked[0]] = '5"}]}'
+            return json.dumps(answer)
+        return json.dumps({i: 5 for i in asked} | {str(FAKE_ID): 5})
 
 
 def _stored(engine: Engine, run_id: str) -> dict[int, int | None]:
@@ -161,7 +166,7 @@ def _jobs(engine: Engine, kind: str) -> list[Job]:
 def test_ratings_for_items_not_asked_are_never_stored(planned: tuple[Engine, str]) -> None:
     engine, run_id = planned
     ctx = load_run_context(engine, run_id)
-    model = FakeChatModel(_obeys_the_injection)
+    model = FakeChatModel(_ObeysTheInjection())
     for job in _jobs(engine, JobKind.PROFILE):
         assert execute_profile_job(engine, job, ctx, model).error is None
     outcomes = [execute_rating_job(engine, job, ctx, model) for job in _jobs(engine, "rating")]
@@ -175,8 +180,13 @@ def test_ratings_for_items_not_asked_are_never_stored(planned: tuple[Engine, str
         assert request.json_schema is not None
         assert str(FAKE_ID) not in request.json_schema["properties"]
         assert set(request.json_schema["properties"]) <= {str(i) for i in TEST_ITEMS}
-    # The re-ask names the wrong key as wrong, and asks again for the real ids only.
-    reasks = [m for r in rating_requests for role, m in r.messages[2:] if role == "user"]
+    # The re-ask names the wrong key as wrong, and asks again for the real ids only: a fresh
+    # request whose tags are the asked items', the injected item text still neutralised.
+    reasks = [r.messages[-1][1] for r in rating_requests[1:]]
+    assert reasks and all(len(r.messages) == 2 for r in rating_requests)
+    for request, text in zip(rating_requests[1:], reasks, strict=True):
+        assert _TAG.findall(text) == list((request.json_schema or {})["properties"])
+        assert text.count("</item>") == len(_TAG.findall(text))
     assert any("'ratings' is not one of the items asked" in m for m in reasks)
     assert any("'999' is not one of the items asked" in m for m in reasks)
 
@@ -187,7 +197,8 @@ def test_a_key_echoed_back_in_the_reask_cannot_plant_a_tag() -> None:
     outcome = _rate(model, [ItemToRate(21, "Title: Plain")], [], max_reask=1)
     reask = model.requests[1].messages[-1][1]
     assert outcome.ratings == {21: 2}
-    assert "<item" not in reask and "</item>" not in reask
+    # The only tag is the asked item's own; the echoed key cannot open or close one.
+    assert _TAG.findall(reask) == ["21"] and reask.count("</item>") == 1
     assert '‹/item›‹item id="999"›' in reask
 
 
