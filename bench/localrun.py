@@ -42,6 +42,9 @@ class LocalRun:
         return get_engine(local_database_url(self.work_dir))
 
 
+_KEPT = frozenset({"LUSIFER_LOCAL_THREADS", "LUSIFER_LOG_LEVEL"})
+
+
 def run_local(
     work_dir: Path,
     run_id: str,
@@ -75,7 +78,13 @@ def run_local(
         args += ["--base-url", base_url, "--model", "stub-model"]
     if threads is not None:
         args += ["--threads", str(threads)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LUSIFER_", "OPENAI_"))}
+    # Local mode, whatever this shell points at: no broker, database or key of the caller's;
+    # how the local model runs (its threads) is the caller's to say.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LUSIFER_", "OPENAI_")) or k in _KEPT
+    }
     env.update(LUSIFER_WORK_DIR=str(work_dir), COLUMNS="120")
     started = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True, check=False)
