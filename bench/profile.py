@@ -19,15 +19,22 @@ from bench.report import Table, print_table
 
 # Matched against a frame's file path, innermost frame first; the first hit names the sample.
 CATEGORIES = (
-    ("database (SQLAlchemy, psycopg)", re.compile(r"(?:^|/)(sqlalchemy|sqlmodel|psycopg\w*)/")),
+    (
+        "database (SQLAlchemy, psycopg, asyncpg)",
+        re.compile(r"(?:^|/)(sqlalchemy|sqlmodel|psycopg\w*|asyncpg)/"),
+    ),
     ("queue (Celery, kombu, redis)", re.compile(r"(?:^|/)(celery|kombu|redis|billiard|vine)/")),
-    ("LLM client (openai, httpx)", re.compile(r"(?:^|/)(openai|httpx|httpcore|anyio|h11)/")),
+    (
+        "LLM client (aiohttp, urllib3, openai)",
+        re.compile(r"(?:^|/)(aiohttp|yarl|multidict|urllib3|openai|httpx|httpcore|anyio|h11)/"),
+    ),
     ("validation (pydantic)", re.compile(r"(?:^|/)pydantic(_core)?/")),
     ("prompts (Jinja2)", re.compile(r"(?:^|/)jinja2/")),
     ("retries (tenacity)", re.compile(r"(?:^|/)tenacity/")),
     ("stub server", re.compile(r"lusifer/stub/|(?:^|/)http/server|socketserver")),
     ("lusifer code", re.compile(r"(?:^|/)(lusifer|workers|coordinator)/")),
     ("json, hashing, logging", re.compile(r"(?:^|/)(json/|hashlib|logging/|uuid)")),
+    ("event loop (asyncio)", re.compile(r"(?:^|/)asyncio/")),
 )
 _FRAME = re.compile(r"\((?P<file>[^():]+)(?::\d+)?\)\s*$")
 

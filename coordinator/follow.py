@@ -178,7 +178,7 @@ def follow(
     *,
     lease_s: float,
     requeue_grace_s: float,
-    poll_s: float = 0.5,
+    poll_s: float = 0.25,
     health_check: Callable[[], None] | None = None,
     cap_grace_s: float = 10.0,
 ) -> None:

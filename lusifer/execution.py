@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 from sqlalchemy import Engine, bindparam, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, CallGate, RecordedModel
-from lusifer.db import upsert
 from lusifer.errors import OutputValidationError
 from lusifer.jobs import ProfileInputs, RatingInputs
 from lusifer.llm import ChatModel
 from lusifer.runs import RunContext
 from lusifer.simulation import (
+    Dialogue,
     ItemToRate,
     ProfileStepResult,
     RatedItem,
-    build_profile,
-    rate_items,
+    RatingOutcome,
+    build_profile_dialogue,
+    drive,
+    rating_dialogue,
 )
 from lusifer.tables import Job, ProfileStep, SimulatedRating
 
@@ -42,6 +47,23 @@ def _recorded(
     return RecordedModel(engine, model, ctx.config.llm, context, gate)
 
 
+def profile_dialogue(job: Job, ctx: RunContext) -> Dialogue[list[ProfileStepResult]]:
+    """The calls that build a profile job's profile, step by step."""
+    inputs = ProfileInputs.model_validate_json(job.inputs_json)
+    batches = [
+        [RatedItem(item_id, ctx.item_info[item_id], rating) for item_id, rating in batch]
+        for batch in inputs.batches
+    ]
+    return build_profile_dialogue(
+        ctx.prompts,
+        ctx.config.llm,
+        user_info=ctx.user_info[job.user_id],
+        batches=batches,
+        # At least one re-ask, as the paper's method had; more when the run allows more.
+        max_reask=max(1, ctx.config.max_reask),
+    )
+
+
 def execute_profile_job(
     engine: Engine, job: Job, ctx: RunContext, model: ChatModel, gate: CallGate | None = None
 ) -> JobOutcome:
@@ -49,57 +71,59 @@ def execute_profile_job(
 
     ``gate`` is held around each call (a worker's slots for calls in flight).
     """
-    inputs = ProfileInputs.model_validate_json(job.inputs_json)
-    batches = [
-        [RatedItem(item_id, ctx.item_info[item_id], rating) for item_id, rating in batch]
-        for batch in inputs.batches
-    ]
     recorded = _recorded(engine, model, ctx, job, gate)
     try:
-        steps = build_profile(
-            recorded,
-            ctx.prompts,
-            ctx.config.llm,
-            user_info=ctx.user_info[job.user_id],
-            batches=batches,
-            # At least one re-ask, as the paper's method had; more when the run allows more.
-            max_reask=max(1, ctx.config.max_reask),
-        )
+        steps = drive(profile_dialogue(job, ctx), recorded)
     except OutputValidationError as err:
         return JobOutcome(error=str(err), raw_output=err.raw_text, new_calls=recorded.new_calls)
     # Every step at once, at the end: each step's call is already committed (the cache is
     # the checkpoint), so a job that dies half-way replays its finished steps for free.
-    _store_steps(engine, job, steps)
+    rows = step_rows(job, steps)
+    if rows:
+        with engine.begin() as conn:
+            conn.execute(store_step_statement(engine.dialect.name), rows)
+    return profile_outcome(steps, recorded.new_calls)
+
+
+def profile_outcome(steps: list[ProfileStepResult], new_calls: int) -> JobOutcome:
+    """How a profile job that built its steps ended."""
     return JobOutcome(
         reasks=sum(s.reasks for s in steps),
-        new_calls=recorded.new_calls,
+        new_calls=new_calls,
         profile=steps[-1].profile if steps else None,
     )
 
 
-def _store_steps(engine: Engine, job: Job, steps: list[ProfileStepResult]) -> None:
-    if not steps:
-        return
-    with engine.begin() as conn:
-        upsert(
-            conn,
-            ProfileStep,
-            [
-                {
-                    "run_id": job.run_id,
-                    "fold": job.fold,
-                    "user_id": job.user_id,
-                    "step": step.step,
-                    "item_ids_json": json.dumps(step.item_ids),
-                    "profile": step.profile,
-                    "explanation": step.explanation,
-                    "call_key": step.call_key,
-                }
-                for step in steps
-            ],
-            keys=["run_id", "fold", "user_id", "step"],
-            update=["profile", "explanation", "call_key", "item_ids_json"],
-        )
+_STEP_KEYS = ("run_id", "fold", "user_id", "step")
+_STEP_UPDATED = ("profile", "explanation", "call_key", "item_ids_json")
+
+
+@lru_cache(maxsize=4)
+def store_step_statement(dialect: str) -> Any:
+    """Insert a profile step, or update the one stored for the same user, fold and step."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(_steps).values({c: bindparam(c) for c in (*_STEP_KEYS, *_STEP_UPDATED)})
+    return statement.on_conflict_do_update(
+        index_elements=list(_STEP_KEYS),
+        set_={c: getattr(statement.excluded, c) for c in _STEP_UPDATED},
+    )
+
+
+def step_rows(job: Job, steps: list[ProfileStepResult]) -> list[dict[str, Any]]:
+    """The parameters of ``store_step_statement`` for each step."""
+    return [
+        {
+            "run_id": job.run_id,
+            "fold": job.fold,
+            "user_id": job.user_id,
+            "step": step.step,
+            "item_ids_json": json.dumps(step.item_ids),
+            "profile": step.profile,
+            "explanation": step.explanation,
+            "call_key": step.call_key,
+        }
+        for step in steps
+    ]
 
 
 def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str | None:
@@ -121,7 +145,8 @@ def latest_profile(engine: Engine, run_id: str, fold: str, user_id: int) -> str 
 # One prepared UPDATE, sent for all the chunk's ratings at once (the driver pipelines the
 # parameter sets): a CASE over the chunk was a new statement to build and compile each time.
 _ratings = SimulatedRating.__table__  # type: ignore[attr-defined]
-_STORE_RATING = (
+_steps = ProfileStep.__table__  # type: ignore[attr-defined]
+STORE_RATING = (
     update(_ratings)
     .where(
         _ratings.c.run_id == bindparam("run"),
@@ -131,6 +156,44 @@ _STORE_RATING = (
     )
     .values(rating=bindparam("r"))
 )
+
+
+def rating_job_dialogue(job: Job, ctx: RunContext, profile: str) -> Dialogue[RatingOutcome]:
+    """The calls that rate a rating job's chunk of items."""
+    inputs = RatingInputs.model_validate_json(job.inputs_json)
+    return rating_dialogue(
+        ctx.prompts,
+        ctx.config.llm,
+        user_info=ctx.user_info[job.user_id],
+        profile=profile,
+        recent=[RatedItem(i, ctx.item_info[i], r) for i, r in inputs.recent],
+        items=[ItemToRate(i, ctx.item_info[i]) for i in inputs.items],
+        max_reask=ctx.config.max_reask,
+    )
+
+
+MISSING_PROFILE = JobOutcome(error="the user's profile is missing (its profile job failed)")
+
+
+def rating_rows(job: Job, outcome: RatingOutcome) -> list[dict[str, Any]]:
+    """The parameters of ``STORE_RATING`` for each valid rating of a chunk."""
+    return [
+        {"run": job.run_id, "in_fold": job.fold, "user": job.user_id, "item": i, "r": r}
+        for i, r in outcome.ratings.items()
+    ]
+
+
+def rating_outcome(outcome: RatingOutcome, new_calls: int) -> JobOutcome:
+    """How a rating job ended: failed with its raw answers when an item is left unrated."""
+    if outcome.missing:
+        return JobOutcome(
+            error=f"no valid rating for items {outcome.missing} after {outcome.reasks} re-asks: "
+            + "; ".join(outcome.problems),
+            raw_output="\n---\n".join(outcome.raw_texts),
+            reasks=outcome.reasks,
+            new_calls=new_calls,
+        )
+    return JobOutcome(reasks=outcome.reasks, new_calls=new_calls)
 
 
 def execute_rating_job(
@@ -146,37 +209,14 @@ def execute_rating_job(
     ``profile`` is the user's final profile when the caller has it (the worker that just built
     it); otherwise it is read from the database.
     """
-    inputs = RatingInputs.model_validate_json(job.inputs_json)
     if profile is None:
         profile = latest_profile(engine, ctx.run_id, job.fold, job.user_id)
     if profile is None:
-        return JobOutcome(error="the user's profile is missing (its profile job failed)")
+        return MISSING_PROFILE
     recorded = _recorded(engine, model, ctx, job, gate)
-    outcome = rate_items(
-        recorded,
-        ctx.prompts,
-        ctx.config.llm,
-        user_info=ctx.user_info[job.user_id],
-        profile=profile,
-        recent=[RatedItem(i, ctx.item_info[i], r) for i, r in inputs.recent],
-        items=[ItemToRate(i, ctx.item_info[i]) for i in inputs.items],
-        max_reask=ctx.config.max_reask,
-    )
-    if outcome.ratings:
+    outcome = drive(rating_job_dialogue(job, ctx, profile), recorded)
+    rows = rating_rows(job, outcome)
+    if rows:
         with engine.begin() as conn:
-            conn.execute(
-                _STORE_RATING,
-                [
-                    {"run": ctx.run_id, "in_fold": job.fold, "user": job.user_id, "item": i, "r": r}
-                    for i, r in outcome.ratings.items()
-                ],
-            )
-    if outcome.missing:
-        return JobOutcome(
-            error=f"no valid rating for items {outcome.missing} after {outcome.reasks} re-asks: "
-            + "; ".join(outcome.problems),
-            raw_output="\n---\n".join(outcome.raw_texts),
-            reasks=outcome.reasks,
-            new_calls=recorded.new_calls,
-        )
-    return JobOutcome(reasks=outcome.reasks, new_calls=recorded.new_calls)
+            conn.execute(STORE_RATING, rows)
+    return rating_outcome(outcome, recorded.new_calls)

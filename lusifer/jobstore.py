@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,8 +28,11 @@ def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
 def _claim_statement() -> Any:
     # Built once: assembling this statement from ORM attributes cost more CPU than running it.
     job, run = Job.__table__, Run.__table__  # type: ignore[attr-defined]
+    # Two comparisons, not IN: an IN list is expanded when the statement runs, and this one
+    # is also compiled once for asyncpg (``lusifer.adb``).
     claimable = or_(
-        job.c.state.in_([JobState.PENDING, JobState.QUEUED]),
+        job.c.state == JobState.PENDING,
+        job.c.state == JobState.QUEUED,
         and_(job.c.state == JobState.RUNNING, job.c.updated_at < bindparam("stale")),
     )
     run_status = sa_select(run.c.status).where(run.c.id == job.c.run_id).scalar_subquery()
@@ -41,21 +44,27 @@ def _claim_statement() -> Any:
     )
 
 
-_CLAIM = _claim_statement()
+CLAIM = _claim_statement()
 
 
 def claim_job_with_run_status(
     engine: Engine, job_id: str, lease_s: float
 ) -> tuple[Job, str | None] | None:
     """``claim_job``, also returning the status of the job's run, in one round trip."""
-    now = utcnow()
     with autocommit(engine).connect() as conn:
-        row = conn.execute(
-            _CLAIM, {"job_id": job_id, "stale": now - timedelta(seconds=lease_s), "now": now}
-        ).first()
-    if row is None:
-        return None
-    fields = row._asdict()
+        row = conn.execute(CLAIM, claim_params(job_id, lease_s)).first()
+    return None if row is None else claimed_job(row._mapping)
+
+
+def claim_params(job_id: str, lease_s: float) -> dict[str, Any]:
+    """The parameters of ``CLAIM``: a running job is taken over once its lease has passed."""
+    now = utcnow()
+    return {"job_id": job_id, "stale": now - timedelta(seconds=lease_s), "now": now}
+
+
+def claimed_job(row: Mapping[Any, Any]) -> tuple[Job, str | None]:
+    """The job ``CLAIM`` returned and its run's status."""
+    fields = dict(row)
     status = fields.pop("run_status")
     return Job(**fields), status
 
@@ -76,7 +85,7 @@ def release_stale(engine: Engine, run_id: str, lease_s: float) -> int:
         return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-_FINISH = (
+FINISH = (
     update(Job.__table__)  # type: ignore[attr-defined]
     .where(Job.__table__.c.id == bindparam("job_id"))  # type: ignore[attr-defined]
     .values(
@@ -100,17 +109,21 @@ def finish_job(
 ) -> None:
     """Record the end of a job (done or failed)."""
     with autocommit(engine).connect() as conn:
-        conn.execute(
-            _FINISH,
-            {
-                "job_id": job_id,
-                "state": state,
-                "error": error,
-                "raw_output": raw_output,
-                "reasks": reasks,
-                "now": utcnow(),
-            },
-        )
+        conn.execute(FINISH, finish_params(job_id, state, error, raw_output, reasks))
+
+
+def finish_params(
+    job_id: str, state: str, error: str | None, raw_output: str | None, reasks: int
+) -> dict[str, Any]:
+    """The parameters of ``FINISH``."""
+    return {
+        "job_id": job_id,
+        "state": state,
+        "error": error,
+        "raw_output": raw_output,
+        "reasks": reasks,
+        "now": utcnow(),
+    }
 
 
 def requeue_job(
@@ -201,27 +214,59 @@ def queued_since(engine: Engine, run_id: str, cutoff: datetime) -> list[str]:
         return list(rows)
 
 
+_job = Job.__table__  # type: ignore[attr-defined]
+FINISH_DONE = (
+    update(_job)
+    .where(_job.c.id == bindparam("job_id"))
+    .values(
+        state=JobState.DONE,
+        error=None,
+        raw_output=None,
+        reasks=bindparam("reasks"),
+        updated_at=bindparam("now"),
+    )
+)
+TAKE_FOLLOWUPS = (
+    update(_job)
+    .where(_job.c.depends_on == bindparam("job_id"), _job.c.state == JobState.PENDING)
+    .values(state=JobState.RUNNING, attempts=_job.c.attempts + 1, updated_at=bindparam("now"))
+    .returning(*_job.c)
+)
+# PostgreSQL: both in one statement, the finish as a data-modifying CTE (one round trip,
+# atomic without a transaction around it).
+FINISH_AND_TAKE_FOLLOWUPS = TAKE_FOLLOWUPS.add_cte(FINISH_DONE.cte("finished"))
+STILL_HELD = (
+    update(_job)
+    .where(
+        _job.c.id == bindparam("job_id"),
+        _job.c.state == JobState.RUNNING,
+        _job.c.attempts == bindparam("held_attempts"),
+    )
+    .values(updated_at=bindparam("now"))
+    .returning(_job.c.id)
+)
+
+
 def finish_and_take_followups(engine: Engine, job_id: str, *, reasks: int) -> list[Job]:
     """Mark a job done and claim the pending jobs that waited for it, in one transaction.
 
     The caller runs them itself. The claim is the same conditional UPDATE as the queue's, so
     the coordinator's sweep, which may see them ready at the same moment, cannot take them too.
     """
-    now = utcnow()
-    job = Job.__table__  # type: ignore[attr-defined]
+    params = {"job_id": job_id, "reasks": reasks, "now": utcnow()}
+    if engine.dialect.name == "postgresql":
+        with autocommit(engine).connect() as conn:
+            rows = conn.execute(FINISH_AND_TAKE_FOLLOWUPS, params).all()
+        return followup_jobs([row._mapping for row in rows])
     with engine.begin() as conn:
-        conn.execute(
-            update(job)
-            .where(job.c.id == job_id)
-            .values(state=JobState.DONE, error=None, raw_output=None, reasks=reasks, updated_at=now)
-        )
-        rows = conn.execute(
-            update(job)
-            .where(job.c.depends_on == job_id, job.c.state == JobState.PENDING)
-            .values(state=JobState.RUNNING, attempts=job.c.attempts + 1, updated_at=now)
-            .returning(*job.c)
-        ).all()
-    return sorted((Job(**row._asdict()) for row in rows), key=lambda j: j.chunk)
+        conn.execute(FINISH_DONE, params)
+        rows = conn.execute(TAKE_FOLLOWUPS, params).all()
+    return followup_jobs([row._mapping for row in rows])
+
+
+def followup_jobs(rows: Sequence[Mapping[Any, Any]]) -> list[Job]:
+    """The jobs ``TAKE_FOLLOWUPS`` returned, in chunk order."""
+    return sorted((Job(**row) for row in rows), key=lambda j: j.chunk)
 
 
 def still_held(engine: Engine, job: Job) -> bool:
@@ -230,19 +275,14 @@ def still_held(engine: Engine, job: Job) -> bool:
     A job handed back after its lease ran out and claimed again has more attempts than the
     copy of it its first holder kept.
     """
-    table = Job.__table__  # type: ignore[attr-defined]
     with autocommit(engine).connect() as conn:
-        row = conn.execute(
-            update(table)
-            .where(
-                table.c.id == job.id,
-                table.c.state == JobState.RUNNING,
-                table.c.attempts == job.attempts,
-            )
-            .values(updated_at=utcnow())
-            .returning(table.c.id)
-        ).first()
+        row = conn.execute(STILL_HELD, still_held_params(job)).first()
     return row is not None
+
+
+def still_held_params(job: Job) -> dict[str, Any]:
+    """The parameters of ``STILL_HELD`` for a job this worker holds."""
+    return {"job_id": job.id, "held_attempts": job.attempts, "now": utcnow()}
 
 
 def ready_followups(engine: Engine, job_id: str) -> list[str]:

@@ -18,14 +18,21 @@ import openai
 import urllib3
 from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
+from tenacity import (
+    BaseRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
 from tenacity.wait import wait_random_exponential
 
 from lusifer.config import StructuredOutput
-from lusifer.errors import PermanentLLMError, TransientLLMError
-from lusifer.ratelimit import RateLimiter, estimate_tokens
+from lusifer.errors import LLMError, PermanentLLMError, TransientLLMError
+from lusifer.ratelimit import Grant, RateLimiter, estimate_tokens
 
 T = TypeVar("T")
+RetryingT = TypeVar("RetryingT", bound=BaseRetrying)
 
 
 class ChatRequest(BaseModel):
@@ -42,10 +49,18 @@ class ChatRequest(BaseModel):
     structured_output: StructuredOutput = "json_schema"
     sample_index: int = 0  # distinguishes repeated samples at temperature > 0
 
+    def canonical_json(self) -> str:
+        """The request as JSON with sorted keys: what its cache key is the hash of."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
+
     def cache_key(self) -> str:
         """A content address of the call (sha256 of its canonical JSON)."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, ensure_ascii=False)
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return key_of(self.canonical_json())
+
+
+def key_of(canonical_json: str) -> str:
+    """The cache key of a request's canonical JSON."""
+    return hashlib.sha256(canonical_json.encode()).hexdigest()
 
 
 class ChatResult(BaseModel):
@@ -174,15 +189,20 @@ def classify_status(
 
 def classify_openai_error(err: Exception, model: str, base_url: str) -> Exception:
     """Map an ``openai`` exception onto Lusifer's transient/permanent errors."""
-    if isinstance(err, openai.APITimeoutError):
-        return TransientLLMError(f"LLM request to {base_url} timed out")
-    if isinstance(err, openai.APIConnectionError):
-        return TransientLLMError(f"cannot connect to the LLM at {base_url}")
+    if isinstance(err, openai.APIConnectionError):  # APITimeoutError is one too
+        return transport_error(base_url, timed_out=isinstance(err, openai.APITimeoutError))
     if isinstance(err, openai.APIStatusError):
         return classify_status(
             err.status_code, _retry_after(err.response), err.message, model, base_url
         )
     return err
+
+
+def transport_error(base_url: str, *, timed_out: bool) -> TransientLLMError:
+    """The error of a call that got no HTTP answer: it timed out, or never connected."""
+    if timed_out:
+        return TransientLLMError(f"LLM request to {base_url} timed out")
+    return TransientLLMError(f"cannot connect to the LLM at {base_url}")
 
 
 def _short(text: str, limit: int = 160) -> str:
@@ -217,14 +237,56 @@ class _BackoffHonouringRetryAfter:
         return wait
 
 
-def transient_retries(attempts: int, backoff_max_s: float) -> Retrying:
-    """Retry ``TransientLLMError`` with jittered backoff and ``Retry-After``; reraise the last."""
-    return Retrying(
+def transient_retry_policy(kind: type[RetryingT], attempts: int, backoff_max_s: float) -> RetryingT:
+    """A tenacity ``kind`` (``Retrying`` or ``AsyncRetrying``) that retries
+    ``TransientLLMError`` with jittered backoff and ``Retry-After``, and reraises the last.
+
+    The sync and the asyncio clients both build their retries here, so they cannot drift apart.
+    """
+    return kind(
         retry=retry_if_exception_type(TransientLLMError),
         wait=_BackoffHonouringRetryAfter(backoff_max_s),
         stop=stop_after_attempt(attempts),
         reraise=True,
     )
+
+
+def transient_retries(attempts: int, backoff_max_s: float) -> Retrying:
+    """Retry ``TransientLLMError`` with jittered backoff and ``Retry-After``; reraise the last."""
+    return transient_retry_policy(Retrying, attempts, backoff_max_s)
+
+
+def chat_result_of_http(
+    status: int, retry_after: str | None, data: bytes, model: str, base_url: str
+) -> ChatResult:
+    """The result of a raw ``POST /chat/completions`` answer, or its classified error.
+
+    Shared by the sync and the asyncio clients: only their transports differ.
+    """
+    if status >= 400:
+        error = classify_status(status, _number(retry_after), _error_message(data), model, base_url)
+        error.status = status
+        raise error
+    try:
+        return result_of_json(json.loads(data))
+    except ValueError:
+        raise TransientLLMError(
+            f"the LLM at {base_url} answered with something other than JSON"
+        ) from None
+
+
+def limiter_tokens(request: ChatRequest) -> int:
+    """The tokens a rate limiter reserves for a request before it is sent."""
+    return estimate_tokens(sum(len(content) for _, content in request.messages), request.max_tokens)
+
+
+def settle_failure(limiter: RateLimiter, grant: Grant, error: LLMError) -> None:
+    """Book a failed call: it still counts as a request, but used no tokens; a 429 pauses
+    every worker for the server's Retry-After, not only the caller."""
+    limiter.settle(grant, 0)
+    if error.status == 429:
+        wait = error.retry_after if isinstance(error, TransientLLMError) else None
+        limiter.pause(wait or 1.0)
 
 
 class OpenAIEndpoint:
@@ -314,19 +376,13 @@ class OpenAICompatibleModel(OpenAIEndpoint):
     def _complete_once(self, request: ChatRequest) -> ChatResult:
         grant = None
         if self._limiter is not None:
-            chars = sum(len(content) for _, content in request.messages)
-            grant = self._limiter.acquire(estimate_tokens(chars, request.max_tokens))
+            grant = self._limiter.acquire(limiter_tokens(request))
         started = time.perf_counter()
         try:
             result = self._post_chat(request)
         except (TransientLLMError, PermanentLLMError) as error:
             if self._limiter is not None and grant is not None:
-                # A failed call still counts as a request, but used no tokens.
-                self._limiter.settle(grant, 0)
-                if error.status == 429:
-                    # Every worker waits out the server's Retry-After, not only this thread.
-                    wait = error.retry_after if isinstance(error, TransientLLMError) else None
-                    self._limiter.pause(wait or 1.0)
+                settle_failure(self._limiter, grant, error)
             raise
         result.latency_s = time.perf_counter() - started
         if self._limiter is not None and grant is not None:
@@ -340,26 +396,20 @@ class OpenAICompatibleModel(OpenAIEndpoint):
             response = self._http.request(
                 "POST", self._chat_url, body=json.dumps(request_body(request)).encode()
             )
-        except urllib3.exceptions.TimeoutError:
-            raise TransientLLMError(f"LLM request to {self.base_url} timed out") from None
-        except urllib3.exceptions.HTTPError:
-            raise TransientLLMError(f"cannot connect to the LLM at {self.base_url}") from None
-        if response.status >= 400:
-            error = classify_status(
-                response.status,
-                _number(response.headers.get("retry-after")),
-                _error_message(response.data),
-                request.model,
-                self.base_url,
+        except urllib3.exceptions.HTTPError as err:
+            # urllib3 makes a refused connection a ConnectTimeoutError too, for history's sake;
+            # nothing timed out there.
+            timed_out = isinstance(err, urllib3.exceptions.TimeoutError) and not isinstance(
+                err, urllib3.exceptions.NewConnectionError
             )
-            error.status = response.status
-            raise error
-        try:
-            return result_of_json(json.loads(response.data))
-        except ValueError:
-            raise TransientLLMError(
-                f"the LLM at {self.base_url} answered with something other than JSON"
-            ) from None
+            raise transport_error(self.base_url, timed_out=timed_out) from None
+        return chat_result_of_http(
+            response.status,
+            response.headers.get("retry-after"),
+            response.data,
+            request.model,
+            self.base_url,
+        )
 
     def list_models(self) -> list[str] | None:
         """Model ids the endpoint serves, or None when it has no model list (a preflight)."""

@@ -139,6 +139,12 @@ def estimate_tokens(text_chars: int, max_answer_tokens: int | None) -> int:
     return text_chars // 4 + 1 + (max_answer_tokens or 256)
 
 
+def jittered(wait_s: float) -> float:
+    """The wait before asking again: ``wait_s`` and a little jitter, which keeps the waiting
+    callers of all workers from asking in lockstep."""
+    return wait_s + random.uniform(0.0, min(0.05, wait_s / 4 + 0.005))
+
+
 class RateLimiter:
     """A limiter shared through Redis; thread-safe (redis-py's pool is)."""
 
@@ -165,8 +171,7 @@ class RateLimiter:
             grant, wait_s = self.try_acquire(tokens)
             if grant is not None:
                 return grant
-            # A little jitter keeps the waiting threads of all workers from asking in lockstep.
-            time.sleep(wait_s + random.uniform(0.0, min(0.05, wait_s / 4 + 0.005)))
+            time.sleep(jittered(wait_s))
 
     def settle(self, grant: Grant, tokens: int) -> None:
         """Replace a grant's estimated tokens by the real usage."""

@@ -3,16 +3,22 @@
 They take a ``ChatModel`` (recorded and cached by the caller), a prompt set and the LLM
 configuration; they know nothing of Celery or the database, so the batch runs and the
 Gymnasium environment share them.
+
+Each is written once, as a *dialogue*: a generator that yields the requests it needs answered
+and is sent their results. ``drive`` answers one with a blocking model and ``drive_async``
+with an asyncio one (the worker's event loop), so the method has a single definition whatever
+does the I/O.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from lusifer.config import LLMConfig
 from lusifer.errors import OutputValidationError
-from lusifer.llm import ChatModel, ChatRequest
+from lusifer.llm import ChatModel, ChatRequest, ChatResult
 from lusifer.prompts import PromptSet
 from lusifer.schemas import (
     PROFILE_SCHEMA,
@@ -22,6 +28,33 @@ from lusifer.schemas import (
     parse_ratings,
     rating_schema,
 )
+
+T = TypeVar("T")
+
+# Yields the requests to answer, is sent each one's result, returns what it was for.
+Dialogue = Generator[ChatRequest, ChatResult, T]
+
+
+def drive(dialogue: Dialogue[T], llm: ChatModel) -> T:
+    """Run a dialogue to its end, answering each request with a blocking model."""
+    try:
+        request = next(dialogue)
+        while True:
+            request = dialogue.send(llm.complete(request))
+    except StopIteration as end:
+        return end.value  # type: ignore[no-any-return]
+
+
+async def drive_async(
+    dialogue: Dialogue[T], complete: Callable[[ChatRequest], Awaitable[ChatResult]]
+) -> T:
+    """Run a dialogue to its end, answering each request with an awaitable ``complete``."""
+    try:
+        request = next(dialogue)
+        while True:
+            request = dialogue.send(await complete(request))
+    except StopIteration as end:
+        return end.value  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -102,6 +135,24 @@ def counted_profile_step(
     max_reask: int = 1,
 ) -> tuple[ProfileAnswer, str, int]:
     """``profile_step`` that also says how many format re-asks it took."""
+    return drive(
+        profile_step_dialogue(
+            prompts, config, user_info=user_info, batch=batch, profile=profile, max_reask=max_reask
+        ),
+        llm,
+    )
+
+
+def profile_step_dialogue(
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    batch: Sequence[RatedItem],
+    profile: str | None,
+    max_reask: int = 1,
+) -> Dialogue[tuple[ProfileAnswer, str, int]]:
+    """One profile step as a dialogue: the answer, its call key and the re-asks it took."""
     if profile is None:
         user = prompts.render("profile_first", user_info=user_info, ratings=_rated(batch))
     else:
@@ -126,7 +177,7 @@ def counted_profile_step(
         structured_output=config.structured_output,
     )
     for reasks in range(max_reask + 1):
-        result = llm.complete(request)
+        result = yield request
         try:
             return parse_profile(result.text), request.cache_key(), reasks
         except OutputValidationError:
@@ -156,13 +207,28 @@ def build_profile(
     max_reask: int = 1,
 ) -> list[ProfileStepResult]:
     """Build a profile from chronological batches: the first writes it, each next updates it."""
+    dialogue = build_profile_dialogue(
+        prompts, config, user_info=user_info, batches=batches, on_step=on_step, max_reask=max_reask
+    )
+    return drive(dialogue, llm)
+
+
+def build_profile_dialogue(
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    batches: Sequence[Sequence[RatedItem]],
+    on_step: Callable[[ProfileStepResult], None] | None = None,
+    max_reask: int = 1,
+) -> Dialogue[list[ProfileStepResult]]:
+    """``build_profile`` as a dialogue."""
     steps: list[ProfileStepResult] = []
     profile: str | None = None
     for index, batch in enumerate(batches):
         reasks = 0
         try:
-            answer, key, reasks = counted_profile_step(
-                llm,
+            answer, key, reasks = yield from profile_step_dialogue(
                 prompts,
                 config,
                 user_info=user_info,
@@ -226,6 +292,29 @@ def rate_items(
     holds it), then the missing items alone followed by what was wrong. Carrying the whole
     conversation instead would send every item of the chunk and the rejected answer again.
     """
+    dialogue = rating_dialogue(
+        prompts,
+        config,
+        user_info=user_info,
+        profile=profile,
+        recent=recent,
+        items=items,
+        max_reask=max_reask,
+    )
+    return drive(dialogue, llm)
+
+
+def rating_dialogue(
+    prompts: PromptSet,
+    config: LLMConfig,
+    *,
+    user_info: str,
+    profile: str,
+    recent: Sequence[RatedItem],
+    items: Sequence[ItemToRate],
+    max_reask: int,
+) -> Dialogue[RatingOutcome]:
+    """``rate_items`` as a dialogue."""
     system = prompts.render(
         "rating_system", user_info=user_info, profile=profile, recent=_rated(recent)
     )
@@ -249,7 +338,7 @@ def rate_items(
             # a call of its own, so the cache never hands back the answer just rejected.
             sample_index=turn,
         )
-        result = llm.complete(request)
+        result = yield request
         outcome.raw_texts.append(result.text)
         valid, problems = parse_ratings(result.text, outcome.missing)
         outcome.ratings.update(valid)

@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from celery import Celery
 from sqlmodel import Session, select
 
 from coordinator.aggregate import aggregate_fold
 from lusifer.db import create_tables, get_engine
+from lusifer.dispatch import waiting_job_ids
 from lusifer.jobs import RatingInputs
 from lusifer.stub.audit import RunAudit, audit_run
 from lusifer.tables import Job, JobState, SimulatedRating
@@ -79,11 +81,22 @@ def _ratings(database_url: str, run_id: str) -> dict[tuple[str, int, int], int |
     return {(r.fold, r.user_id, r.item_id): r.rating for r in rows}
 
 
-def _wait_until(condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
+def _wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 90, poll_s: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.1)
+        time.sleep(poll_s)
+
+
+def _messages_waiting(broker_url: str, queue: str) -> int:
+    """Job messages in the broker's queue that no worker has taken yet."""
+    app = Celery(broker=broker_url)
+    try:
+        return len(waiting_job_ids(app, queue) or ())
+    finally:
+        app.close()
 
 
 @dataclass
@@ -146,20 +159,14 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
-            for kill in range(WORKER_KILLS):
-                target = done() + 3
-                _wait_until(
-                    lambda t=target: done() >= t, f"{target} jobs are done (kill {kill + 1})"
-                )
-                victim.send_signal(signal.SIGKILL)
-                victim.wait(10)
-                mayhem.worker_kills += 1
-                mayhem.done_at_each_event.append(done())
-                victim = start_worker(env, tmp_path / "victim.log", threads=2, name="victim")
-                workers.append(victim)
-
-            target = done() + 3
-            _wait_until(lambda: done() >= target, "progress before the Redis restart")
+            # Restart Redis while it holds job messages that no worker took: with a worker
+            # rating a profile's follow-ups itself, only profile jobs travel through the queue,
+            # and they drain within seconds, so the moment is chosen, not hoped for.
+            _wait_until(
+                lambda: _messages_waiting(broker.url, env["LUSIFER_QUEUE"]) >= 2,
+                "the broker holds job messages no worker took",
+                poll_s=0.02,
+            )
             # Down long enough for a worker that gave up reconnecting to have exited.
             broker.restart(down_s=15.0)
             mayhem.redis_restarts += 1
@@ -174,6 +181,18 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
             _wait_until(lambda: done() >= target, "progress after the Redis restart")
             assert coordinator.poll() is None, coordinator_log.read_text(errors="replace")
             assert steady.poll() is None and victim.poll() is None, "a worker died in the outage"
+
+            for kill in range(WORKER_KILLS):
+                target = done() + 3
+                _wait_until(
+                    lambda t=target: done() >= t, f"{target} jobs are done (kill {kill + 1})"
+                )
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(10)
+                mayhem.worker_kills += 1
+                mayhem.done_at_each_event.append(done())
+                victim = start_worker(env, tmp_path / "victim.log", threads=2, name="victim")
+                workers.append(victim)
 
             coordinator.send_signal(signal.SIGKILL)
             coordinator.wait(10)
