@@ -162,8 +162,9 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
             # Restart Redis while it holds job messages that no worker took: with a worker
             # rating a profile's follow-ups itself, only profile jobs travel through the queue,
             # and they drain within seconds, so the moment is chosen, not hoped for.
+            # Three or more lost profiles leave at least 12 of the 48 jobs for the kills below.
             _wait_until(
-                lambda: _messages_waiting(broker.url, env["LUSIFER_QUEUE"]) >= 2,
+                lambda: _messages_waiting(broker.url, env["LUSIFER_QUEUE"]) >= 3,
                 "the broker holds job messages no worker took",
                 poll_s=0.02,
             )
@@ -177,13 +178,13 @@ def test_a_run_survives_kills_a_redis_restart_and_a_lost_coordinator(
                 lambda: "queued jobs again" in coordinator_log.read_text(errors="replace"),
                 "the coordinator re-sends the jobs the restart lost",
             )
-            target = done() + 3
+            target = done() + 2
             _wait_until(lambda: done() >= target, "progress after the Redis restart")
             assert coordinator.poll() is None, coordinator_log.read_text(errors="replace")
             assert steady.poll() is None and victim.poll() is None, "a worker died in the outage"
 
             for kill in range(WORKER_KILLS):
-                target = done() + 3
+                target = done() + 2
                 _wait_until(
                     lambda t=target: done() >= t, f"{target} jobs are done (kill {kill + 1})"
                 )
