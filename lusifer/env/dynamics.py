@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -29,14 +29,13 @@ from sqlmodel import Session, col, select
 
 from lusifer.calls import CallContext, RecordedModel
 from lusifer.config import LLMConfig
-from lusifer.dataset import Item, item_info
 from lusifer.db import session_scope, upsert
 from lusifer.env.config import EnvConfig, parse_env_config
 from lusifer.env.store import RESET, fail_request
 from lusifer.errors import DataError, OutputValidationError
 from lusifer.llm import ChatModel
 from lusifer.prompts import PromptSet
-from lusifer.runs import prompt_set_from_json
+from lusifer.runs import prompt_set_from_json, read_item_texts
 from lusifer.schemas import ProfileAnswer
 from lusifer.simulation import ItemToRate, RatedItem, build_profile, profile_step, rate_items
 from lusifer.tables import (
@@ -44,7 +43,6 @@ from lusifer.tables import (
     EnvProfileUpdate,
     EnvSpec,
     EnvStepRequest,
-    ItemText,
     JobState,
     ProfileStep,
     UserText,
@@ -61,7 +59,7 @@ class EnvContext:
     spec_id: str
     config: EnvConfig
     prompts: PromptSet
-    item_info: dict[int, str]
+    item_info: Mapping[int, str]
     user_info: dict[int, str]
 
 
@@ -82,9 +80,6 @@ def _load_env_context(engine: Engine, spec_id: str) -> EnvContext:
         if spec is None:
             raise DataError(f"environment {spec_id!r} is not in the database")
         config = parse_env_config(json.loads(spec.config_json))
-        items = session.exec(
-            select(ItemText).where(ItemText.dataset_fingerprint == spec.dataset_fingerprint)
-        ).all()
         users = session.exec(
             select(UserText.user_id, UserText.info).where(
                 UserText.dataset_fingerprint == spec.dataset_fingerprint
@@ -94,19 +89,7 @@ def _load_env_context(engine: Engine, spec_id: str) -> EnvContext:
             spec_id=spec_id,
             config=config,
             prompts=prompt_set_from_json(spec.prompts_json),
-            item_info={
-                row.item_id: item_info(
-                    Item(
-                        row.item_id,
-                        row.title,
-                        row.year,
-                        tuple(g for g in row.genres.split("|") if g),
-                        row.overview,
-                    ),
-                    config.overview_chars,
-                )
-                for row in items
-            },
+            item_info=read_item_texts(session, spec.dataset_fingerprint, config.overview_chars),
             user_info=dict(users),
         )
 
