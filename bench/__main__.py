@@ -18,7 +18,7 @@ from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
 from bench.report import console, save_figure
 from bench.throughput import measure_throughput, print_throughput
 from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
-from lusifer.errors import LusiferError
+from lusifer.core.errors import LusiferError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 

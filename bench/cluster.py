@@ -19,16 +19,17 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from bench.cpu import CpuMeter, postgres_backends, redis_server_pid
-from coordinator.follow import follow, set_run_status
-from coordinator.planner import Plan, plan_run, store_plan
+from coordinator.follow import follow
+from coordinator.plan import Plan, plan_run, store_plan
 from coordinator.runner import load_dataset, resolve_dataset_config
-from lusifer.celery_app import make_celery
-from lusifer.config import RunConfig, parse_run_config
-from lusifer.db import create_tables, get_engine
-from lusifer.errors import ServiceError
-from lusifer.prompts import load_prompt_set
-from lusifer.settings import Settings
-from lusifer.tables import CallUse, Job, JobState, LLMCall, SimulatedRating
+from lusifer.core.config import RunConfig, parse_run_config
+from lusifer.core.errors import ServiceError
+from lusifer.core.settings import Settings
+from lusifer.method.prompts import load_prompt_set
+from lusifer.queue import make_celery
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.run_states import set_run_status
+from lusifer.store.tables import CallUse, Job, JobState, LLMCall, SimulatedRating
 from tests.integration.services import (
     PG_ADMIN,
     Stub,

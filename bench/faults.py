@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from lusifer.db import create_tables, get_engine
+from lusifer.store.engines import create_tables, get_engine
 from lusifer.stub import FAULT_KINDS
 from lusifer.stub.audit import RunAudit, audit_run
 from tests.integration.services import (

@@ -21,9 +21,9 @@ from sqlmodel import Session, col
 
 from coordinator.aggregate import aggregate_run
 from coordinator.local import local_database_url
-from lusifer.db import get_engine
-from lusifer.errors import ServiceError
-from lusifer.tables import CallUse, Job, JobKind, LLMCall
+from lusifer.core.errors import ServiceError
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import CallUse, Job, JobKind, LLMCall
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -16,8 +16,9 @@ from typing import Any
 from bench.cluster import Cluster, cluster, run_and_time, run_counts, stub_run_config
 from bench.profile import print_profile, profiled, summarise
 from bench.report import Table, print_table
+from lusifer.core.config import MOVIELENS_FOLDS
 
-ALL_FOLDS = ("u1", "u2", "u3", "u4", "u5")
+ALL_FOLDS = MOVIELENS_FOLDS
 TARGET_MS_PER_CALL = 3.0
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 from bench.cluster import cluster, run_and_time, run_counts, stub_run_config
 from bench.report import Table, print_table
-from coordinator.planner import Plan
-from lusifer.jobs import ProfileInputs
-from lusifer.tables import JobKind
+from coordinator.plan import Plan
+from lusifer.store.job_ids import ProfileInputs
+from lusifer.store.tables import JobKind
 
 TARGET_RATIO = 0.90
 

@@ -11,11 +11,11 @@ from sqlalchemy import Engine, case, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from lusifer.calls import call_cost
-from lusifer.config import LLMConfig, parse_run_config
-from lusifer.errors import DataError
-from lusifer.metrics import RatingMetrics, mean_std, summarize
-from lusifer.tables import CallUse, Job, JobState, LLMCall, Run, SimulatedRating
+from lusifer.core.config import LLMConfig, parse_run_config
+from lusifer.core.errors import DataError
+from lusifer.evaluate.metrics import METRIC_FIELDS, RatingMetrics, mean_std, summarize
+from lusifer.store.call_cache import call_cost
+from lusifer.store.tables import CallUse, Job, JobState, LLMCall, Run, SimulatedRating
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,6 @@ def aggregate_fold(engine: Engine, run_id: str, fold: str) -> FoldResult:
 def aggregate_run(engine: Engine, run_id: str, folds: tuple[str, ...]) -> list[FoldResult]:
     """Per-fold results of a run, in fold order."""
     return [aggregate_fold(engine, run_id, fold) for fold in folds]
-
-
-METRIC_FIELDS = ("rmse", "mae", "pearson", "exact_match_pct", "off_by_one_pct", "close_match_pct")
 
 
 def across_folds(results: list[FoldResult]) -> dict[str, tuple[float, float]]:

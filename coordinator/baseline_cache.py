@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 from rich.console import Console
 
-from lusifer.baseline_jobs import fold_digest
-from lusifer.baselines import BASELINE_VERSION, BASELINES, fold_predictions
-from lusifer.dataset import Fold
+from lusifer.data import Fold
+from lusifer.evaluate.baseline_jobs import fold_digest
+from lusifer.evaluate.baselines import BASELINE_VERSION, BASELINES, fold_predictions
 
 
 def cached_predictions(

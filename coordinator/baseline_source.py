@@ -23,15 +23,15 @@ from sqlmodel import Session, col, select
 
 from coordinator.baseline_cache import cached_predictions
 from coordinator.services import check_broker
-from lusifer.baseline_jobs import baseline_run_id, fold_digest, plan_baseline_jobs
-from lusifer.baseline_jobs import stored_predictions as stored_in_database
-from lusifer.celery_app import make_celery, send_jobs
-from lusifer.dataset import Fold
-from lusifer.db import check_database, create_tables, get_engine
-from lusifer.errors import ConfigurationError, DataError
-from lusifer.jobstore import release_stale, take_for_queue
-from lusifer.settings import Settings
-from lusifer.tables import Job, JobState
+from lusifer.core.errors import ConfigurationError, DataError
+from lusifer.core.settings import Settings
+from lusifer.data import Fold
+from lusifer.evaluate.baseline_jobs import baseline_run_id, fold_digest, plan_baseline_jobs
+from lusifer.evaluate.baseline_jobs import stored_predictions as stored_in_database
+from lusifer.queue import make_celery, send_jobs
+from lusifer.store.engines import check_database, create_tables, get_engine
+from lusifer.store.jobs import release_stale, take_for_queue
+from lusifer.store.tables import Job, JobState
 
 Floats = NDArray[np.float64]
 

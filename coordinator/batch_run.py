@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import Engine, update
-from sqlmodel import Session, col, select
+from sqlmodel import col
 
-from coordinator.follow import RunStopped, set_run_status
+from coordinator.follow import RunStopped
 from lusifer.batchapi.client import BatchClient, BatchInfo
 from lusifer.batchapi.deferred import Deferred, DeferredCalls, PendingCall
 from lusifer.batchapi.lines import LineAnswer, LineError, parse_file, request_line, split_lines
@@ -33,13 +33,15 @@ from lusifer.batchapi.store import (
     record_status,
     record_submission,
 )
-from lusifer.config import BatchConfig
-from lusifer.db import session_scope
-from lusifer.errors import LusiferError
-from lusifer.execution import JobOutcome, execute_profile_job, execute_rating_job
-from lusifer.jobstore import finish_job, run_status
-from lusifer.runs import RunContext, load_run_context
-from lusifer.tables import Job, JobKind, JobState, LLMBatch
+from lusifer.core.config import BatchConfig
+from lusifer.core.errors import LusiferError
+from lusifer.execute.settle import fail_orphans
+from lusifer.execute.sync_jobs import JobOutcome, execute_profile_job, execute_rating_job
+from lusifer.store.engines import session_scope
+from lusifer.store.jobs import finish_job
+from lusifer.store.run_states import ready_jobs, run_status, set_run_status
+from lusifer.store.runs import RunContext, load_run_context
+from lusifer.store.tables import Job, JobKind, JobState, LLMBatch, RunStatus
 
 
 @dataclass
@@ -53,30 +55,8 @@ class BatchRunSummary:
 
 def _runnable(engine: Engine, run_id: str, skip: set[str]) -> list[Job]:
     """Unfinished jobs whose dependency is done (or that have none)."""
-    with Session(engine) as session:
-        done = select(Job.id).where(Job.run_id == run_id, Job.state == JobState.DONE)
-        jobs = session.exec(
-            select(Job)
-            .where(Job.run_id == run_id, col(Job.state).in_([JobState.PENDING, JobState.QUEUED]))
-            .where(col(Job.depends_on).is_(None) | col(Job.depends_on).in_(done))
-            .order_by(col(Job.kind), col(Job.id))
-        ).all()
+    jobs = ready_jobs(engine, run_id, (JobState.PENDING, JobState.QUEUED))
     return [job for job in jobs if job.id not in skip]
-
-
-def _fail_orphans(engine: Engine, run_id: str) -> None:
-    """Jobs whose profile job failed can never run: they fail too, as online."""
-    with session_scope(engine) as session:
-        failed = select(Job.id).where(Job.run_id == run_id, Job.state == JobState.FAILED)
-        session.execute(
-            update(Job)
-            .where(
-                col(Job.run_id) == run_id,
-                col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
-                col(Job.depends_on).in_(failed),
-            )
-            .values(state=JobState.FAILED, error="its profile job failed")
-        )
 
 
 def _run_job(engine: Engine, job: Job, ctx: RunContext, calls: DeferredCalls) -> bool:
@@ -112,7 +92,7 @@ def collect_pass(
     waiting: set[str] = set()
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="collect") as pool:
         while True:
-            _fail_orphans(engine, run_id)
+            fail_orphans(engine, run_id)
             jobs = _runnable(engine, run_id, waiting)
             if not jobs:
                 break
@@ -240,7 +220,7 @@ def drive_batch_run(
         in_flight = open_batches(engine, run_id)
         if in_flight:
             await_batches(engine, client, in_flight, poll_s or config.poll_s, console)
-        if run_status(engine, run_id) == "failed":
+        if run_status(engine, run_id) == RunStatus.FAILED:
             raise RunStopped(f"run {run_id} was stopped; `lusifer resume {run_id}` continues it")
         with console.status(f"running the jobs of run {run_id} on the answers in hand"):
             pending = collect_pass(
@@ -251,7 +231,7 @@ def drive_batch_run(
                 threads=threads,
             )
         if not pending:
-            set_run_status(engine, run_id, "done")
+            set_run_status(engine, run_id, RunStatus.DONE)
             return summary
         summary.rounds += 1
         summary.lines += len(pending)

@@ -19,16 +19,16 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
-from coordinator.planner import Plan
-from lusifer.calls import call_cost
-from lusifer.config import RunConfig
-from lusifer.dataset import Dataset, item_info, user_info
-from lusifer.errors import OutputValidationError
-from lusifer.jobs import ProfileInputs, RatingInputs
+from coordinator.plan import Plan
+from lusifer.core.config import RunConfig
+from lusifer.core.errors import OutputValidationError
+from lusifer.data import Dataset, item_info, user_info
 from lusifer.llm import ChatRequest, ChatResult
-from lusifer.prompts import PromptSet
-from lusifer.simulation import ItemToRate, RatedItem, build_profile, rate_items
-from lusifer.tables import JobKind
+from lusifer.method.dialogues import ItemToRate, RatedItem, build_profile, rate_items
+from lusifer.method.prompts import PromptSet
+from lusifer.store.call_cache import call_cost
+from lusifer.store.job_ids import ProfileInputs, RatingInputs
+from lusifer.store.tables import JobKind
 
 # Assumed answer sizes: a profile of a short paragraph and a one-sentence change.
 PROFILE_CHARS = 400

@@ -22,15 +22,15 @@ from coordinator.aggregate import FoldResult, aggregate_run
 from coordinator.baseline_source import FoldBaselines, baseline_predictions
 from coordinator.runner import load_dataset, stored_config
 from coordinator.services import database_url_of
-from lusifer.baselines import BASELINES
-from lusifer.dataset import Dataset, Fold
-from lusifer.db import get_engine
-from lusifer.errors import DataError
-from lusifer.evaluation import SIMULATOR, FoldEvaluation, evaluate_fold
-from lusifer.settings import Settings
-from lusifer.simulated_csv import read_simulated_csv
-from lusifer.slices import DEFAULT_COLD_K
-from lusifer.tables import Run, SimulatedRating
+from lusifer.core.errors import DataError
+from lusifer.core.settings import Settings
+from lusifer.data import Dataset, Fold
+from lusifer.data.simulated_csv import read_simulated_csv
+from lusifer.evaluate.baselines import BASELINES
+from lusifer.evaluate.folds import SIMULATOR, FoldEvaluation, evaluate_fold
+from lusifer.evaluate.slices import DEFAULT_COLD_K
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import Run, SimulatedRating
 
 Floats = NDArray[np.float64]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,23 +20,46 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
-from sqlalchemy import Engine, func, update
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
+from sqlmodel import Session
 
+from coordinator.dispatch import BROKER_ERRORS, ping_broker, take_and_send
 from coordinator.lost import resend_lost
-from lusifer.db import session_scope
-from lusifer.dispatch import BROKER_ERRORS, ping_broker, take_and_send
-from lusifer.errors import LusiferError
-from lusifer.jobstore import release_stale
-from lusifer.tables import Job, JobKind, JobState, Run, utcnow
+from lusifer.core.errors import ExitCode, LusiferError
+from lusifer.store.jobs import release_stale
+from lusifer.store.run_states import job_counts, ready_job_ids, set_run_status
+from lusifer.store.tables import JobKind, JobState, Run, RunStatus
 
 
 class RunStopped(LusiferError):
     """The run was stopped by a permanent failure (the message says which)."""
 
+    exit_code = ExitCode.STOPPED
+
 
 class CostCapReached(LusiferError):
     """The run's recorded spend reached its ``--max-cost``; it is left resumable."""
+
+    exit_code = ExitCode.COST_CAP
+
+
+class JobsFailed(LusiferError):
+    """The run ended and its table was printed, but some of its jobs failed."""
+
+    exit_code = ExitCode.JOBS_FAILED
+
+
+def raise_if_jobs_failed(engine: Engine, run_id: str) -> None:
+    """End a command that finished a run: exit 0 only when every job of the run is done."""
+    counts = job_counts(engine, run_id)
+    total = sum(sum(states.values()) for states in counts.values())
+    failed = sum(states.get(JobState.FAILED, 0) for states in counts.values())
+    done = sum(states.get(JobState.DONE, 0) for states in counts.values())
+    if failed or done < total:
+        raise JobsFailed(
+            f"run {run_id} ended with {failed} of {total} jobs failed "
+            f"({done} done); `lusifer status {run_id}` shows why"
+        )
 
 
 def over_budget(run: Run) -> bool:
@@ -55,64 +77,9 @@ def _cap_message(engine: Engine, run_id: str, unfinished: int) -> str:
     )
 
 
-def job_counts(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
-    """Number of jobs per kind and state."""
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Job.kind, Job.state, func.count())
-            .where(Job.run_id == run_id)
-            .group_by(col(Job.kind), col(Job.state))
-        ).all()
-    for kind, state, n in rows:
-        counts[kind][state] = int(n)
-    return counts
-
-
-def ready_job_ids(engine: Engine, run_id: str) -> list[str]:
-    """Pending jobs whose dependency is done (or that have none)."""
-    with Session(engine) as session:
-        done = select(Job.id).where(Job.run_id == run_id, Job.state == JobState.DONE)
-        rows = session.exec(
-            select(Job.id)
-            .where(Job.run_id == run_id, Job.state == JobState.PENDING)
-            .where(col(Job.depends_on).is_(None) | col(Job.depends_on).in_(done))
-            .order_by(col(Job.kind), col(Job.id))
-        ).all()
-    return list(rows)
-
-
 def enqueue_ready(engine: Engine, app: Celery, run_id: str, queue: str) -> int:
     """Queue every ready job of a run that nobody queued yet; return how many."""
     return take_and_send(engine, app, ready_job_ids(engine, run_id), queue, [JobState.PENDING])
-
-
-def reset_unfinished(engine: Engine, run_id: str, *, include_running: bool) -> int:
-    """Put queued and failed jobs of a run back to pending, for resume.
-
-    Running jobs are included only when no worker can still hold them (local mode starts new
-    workers); in a cluster they are left to their lease.
-    """
-    states = [JobState.QUEUED, JobState.FAILED] + ([JobState.RUNNING] if include_running else [])
-    with session_scope(engine) as session:
-        result = session.execute(
-            update(Job)
-            .where(col(Job.run_id) == run_id, col(Job.state).in_(states))
-            .values(state=JobState.PENDING, error=None)
-        )
-        session.execute(
-            update(Run).where(col(Run.id) == run_id).values(status="running", error=None)
-        )
-        return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-def set_run_status(engine: Engine, run_id: str, status: str) -> None:
-    """Record the status of a run, and when it finished if it did."""
-    finished_at = utcnow() if status in ("done", "failed") else None
-    with session_scope(engine) as session:
-        session.execute(
-            update(Run).where(col(Run.id) == run_id).values(status=status, finished_at=finished_at)
-        )
 
 
 @dataclass
@@ -212,7 +179,7 @@ def follow(
                 last_sweep = time.monotonic()
             with Session(engine) as session:
                 run = session.get(Run, run_id)
-                if run is not None and run.status == "failed":
+                if run is not None and run.status == RunStatus.FAILED:
                     raise RunStopped(f"run {run_id} stopped: {run.error}")
             capped = run is not None and over_budget(run)
             if not capped:
@@ -228,7 +195,7 @@ def follow(
                     bar, total=total, completed=finished, failed=states.get(JobState.FAILED, 0)
                 )
             if unfinished == 0:
-                set_run_status(engine, run_id, "done")
+                set_run_status(engine, run_id, RunStatus.DONE)
                 return
             if capped:
                 capped_at = capped_at or time.monotonic()

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 from redis import exceptions as redis_errors
 
-from lusifer.errors import ConfigurationError, ServiceError
-from lusifer.settings import get_settings
+from lusifer.core.errors import ConfigurationError, ServiceError
+from lusifer.core.settings import get_settings
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -21,9 +21,9 @@ from datetime import timedelta
 from celery import Celery
 from sqlalchemy import Engine
 
-from lusifer.dispatch import take_and_send, waiting_job_ids
-from lusifer.jobstore import queued_since
-from lusifer.tables import JobState, utcnow
+from coordinator.dispatch import take_and_send, waiting_job_ids
+from lusifer.store.jobs import queued_since
+from lusifer.store.tables import JobState, utcnow
 
 
 def lost_job_ids(overdue: Collection[str], waiting: Collection[str] | None) -> list[str]:
@@ -47,7 +47,7 @@ def resend_lost(
 ) -> int:
     """Send again the queued jobs of a run whose messages are gone; return how many.
 
-    Raises one of ``lusifer.dispatch.BROKER_ERRORS`` when the broker is unreachable.
+    Raises one of ``coordinator.dispatch.BROKER_ERRORS`` when the broker is unreachable.
     """
     cutoff = utcnow() - timedelta(seconds=grace_s)
     overdue = queued_since(engine, run_id, cutoff)

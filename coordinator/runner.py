@@ -12,20 +12,24 @@ from sqlmodel import Session, col
 from coordinator.aggregate import aggregate_run
 from coordinator.batch_run import drive_batch_run
 from coordinator.estimate import estimate_plan, print_estimate
-from coordinator.follow import follow, reset_unfinished, set_run_status
-from coordinator.planner import Plan, describe_plan, plan_run, store_plan
-from coordinator.report import print_report
+from coordinator.follow import follow, raise_if_jobs_failed
+from coordinator.plan import Plan, describe_plan, plan_run, store_plan
+from coordinator.report.terminal import print_report
 from coordinator.services import Services, database_url_of, preflight_llm, run_services
 from lusifer.batchapi.client import BatchClient
 from lusifer.batchapi.store import open_batches
-from lusifer.config import LOCAL_BASE_URL, DatasetConfig, RunConfig, parse_run_config
-from lusifer.dataset import (
+from lusifer.core.config import LOCAL_BASE_URL, DatasetConfig, RunConfig, parse_run_config
+from lusifer.core.errors import ConfigurationError, DataError
+from lusifer.core.settings import Settings
+from lusifer.data import (
     Dataset,
     ensure_movielens_100k,
     load_csv_dataset,
     load_movielens_100k,
 )
-from lusifer.db import (
+from lusifer.llm.endpoints import api_key
+from lusifer.method.prompts import load_prompt_set
+from lusifer.store.engines import (
     check_database,
     create_tables,
     get_engine,
@@ -33,11 +37,8 @@ from lusifer.db import (
     require_tables,
     session_scope,
 )
-from lusifer.endpoints import api_key
-from lusifer.errors import ConfigurationError, DataError
-from lusifer.prompts import load_prompt_set
-from lusifer.settings import Settings
-from lusifer.tables import Run
+from lusifer.store.run_states import reset_unfinished, set_run_status
+from lusifer.store.tables import Run, RunStatus
 
 TMDB_RELATIVE = Path("tmdb") / "ml-100k_movies_tmdb.csv"
 
@@ -119,7 +120,7 @@ def start_run(
                     "or choose another --run-id"
                 )
         store_plan(services.engine, plan, dataset)
-        set_run_status(services.engine, run_id, "running")
+        set_run_status(services.engine, run_id, RunStatus.RUNNING)
         _follow_and_report(services, run_id, config, settings, console)
 
 
@@ -162,7 +163,7 @@ def _start_batch_run(
                 "or choose another --run-id"
             )
     store_plan(engine, plan, dataset)
-    set_run_status(engine, run_id, "running")
+    set_run_status(engine, run_id, RunStatus.RUNNING)
     _drive_and_report(engine, client, run_id, config, settings, console, None)
 
 
@@ -205,6 +206,7 @@ def _drive_and_report(
     )
     results = aggregate_run(engine, run_id, config.folds)
     print_report(console, run_id, results, _header(config))
+    raise_if_jobs_failed(engine, run_id)
 
 
 def _header(config: RunConfig) -> str:
@@ -227,6 +229,7 @@ def _follow_and_report(
     )
     results = aggregate_run(services.engine, run_id, config.folds)
     print_report(console, run_id, results, _header(config))
+    raise_if_jobs_failed(services.engine, run_id)
 
 
 def stored_config(settings: Settings, run_id: str) -> RunConfig:

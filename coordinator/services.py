@@ -11,12 +11,17 @@ from celery import Celery
 from sqlalchemy import Engine
 
 from coordinator.local import local_database_url, local_services, local_workers
-from lusifer.celery_app import make_celery
-from lusifer.config import LOCAL_BASE_URL, RunConfig
-from lusifer.db import check_database, create_tables, get_engine, redact_url
-from lusifer.errors import ConfigurationError, PermanentLLMError, ServiceError, TransientLLMError
+from lusifer.core.config import LOCAL_BASE_URL, RunConfig
+from lusifer.core.errors import (
+    ConfigurationError,
+    PermanentLLMError,
+    ServiceError,
+    TransientLLMError,
+)
+from lusifer.core.settings import Settings
 from lusifer.llm import OpenAICompatibleModel
-from lusifer.settings import Settings
+from lusifer.queue import make_celery
+from lusifer.store.engines import check_database, create_tables, get_engine, redact_url
 
 
 @dataclass

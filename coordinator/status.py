@@ -7,11 +7,11 @@ from rich.table import Table
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from coordinator.follow import job_counts
 from lusifer.batchapi.store import open_batches
-from lusifer.db import require_tables
-from lusifer.errors import DataError
-from lusifer.tables import Job, JobState, Run
+from lusifer.core.errors import DataError
+from lusifer.store.engines import require_tables
+from lusifer.store.run_states import job_counts
+from lusifer.store.tables import Job, JobState, Run
 
 STATES = (JobState.PENDING, JobState.QUEUED, JobState.RUNNING, JobState.DONE, JobState.FAILED)
 

@@ -32,14 +32,14 @@ from rich.table import Table
 from sqlalchemy import Engine, case, func
 from sqlmodel import Session, col, select
 
-from lusifer.config import LLMConfig, StructuredOutput
-from lusifer.dataset import Dataset, load_movielens_100k
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig, StructuredOutput
+from lusifer.core.settings import get_settings
+from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import EnvConfig, LocalExecutor, SimulatedUserVectorEnv, profile_history
 from lusifer.env.observation import ObservationLayout
 from lusifer.llm import OpenAICompatibleModel
-from lusifer.settings import get_settings
-from lusifer.tables import CallUse, EnvEpisode, LLMCall
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import CallUse, EnvEpisode, LLMCall
 
 console = Console()
 

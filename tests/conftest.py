@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lusifer.settings import get_settings
+from lusifer.core.settings import get_settings
 
 
 @pytest.fixture

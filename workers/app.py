@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from lusifer.celery_app import make_celery
-from lusifer.settings import get_settings
+from lusifer.core.settings import get_settings
+from lusifer.queue import make_celery
 from workers.tasks import register_tasks
 
 _settings = get_settings()

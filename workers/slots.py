@@ -18,8 +18,8 @@ from typing import Any
 
 from celery import signals
 
+from lusifer.core.settings import get_settings
 from lusifer.llm import ChatRequest
-from lusifer.settings import get_settings
 
 _concurrency: int | None = None
 

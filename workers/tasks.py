@@ -11,27 +11,27 @@ from celery import Celery, Task
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from lusifer.baseline_jobs import execute_baseline_job
-from lusifer.celery_app import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
-from lusifer.config import LLMConfig
-from lusifer.db import get_engine
-from lusifer.endpoints import api_key, resolve_base_url
-from lusifer.env.dynamics import execute_env_request
-from lusifer.env.store import fail_request, set_state
-from lusifer.errors import (
+from lusifer.core.config import LLMConfig, RateLimits
+from lusifer.core.errors import (
     ConfigurationError,
     LusiferError,
     TransientLLMError,
 )
-from lusifer.jobstore import (
+from lusifer.core.settings import Settings, get_settings
+from lusifer.env.dynamics import execute_env_request
+from lusifer.env.store import fail_request, set_state
+from lusifer.evaluate.baseline_jobs import execute_baseline_job
+from lusifer.llm import ChatModel, OpenAICompatibleModel
+from lusifer.llm.endpoints import api_key, resolve_base_url
+from lusifer.llm.ratelimit import RateLimiter, limiter_key, redis_for_broker
+from lusifer.queue import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
+from lusifer.store.engines import get_engine
+from lusifer.store.jobs import (
     claim_job,
     finish_job,
 )
-from lusifer.llm import ChatModel, OpenAICompatibleModel
-from lusifer.ratelimit import RateLimiter, RateLimits, limiter_key, redis_for_broker
-from lusifer.settings import Settings, get_settings
-from lusifer.tables import JobState
-from workers.aio import Retry, run_job_async, worker_loop
+from lusifer.store.tables import JobState
+from workers.loop import Retry, run_job_async, worker_loop
 
 log = logging.getLogger("lusifer.worker")
 
@@ -54,7 +54,12 @@ def _model(
     if limiter is not None:
         # The limiter lives in the broker's Redis, which every worker of the run reaches.
         broker_url, model, limits = limiter
-        shared = RateLimiter(redis_for_broker(broker_url), limiter_key(base_url, model), limits)
+        shared = RateLimiter(
+            redis_for_broker(broker_url),
+            limiter_key(base_url, model),
+            limits,
+            max_pause_s=get_settings().max_wait_s,
+        )
     return OpenAICompatibleModel(
         base_url,
         api_key,
@@ -100,7 +105,7 @@ def _engine(settings: Settings) -> Engine:
 
 
 def run_job(task: Task, job_id: str) -> str:
-    """Run one profile or rating job in the process's event loop (``workers.aio``).
+    """Run one profile or rating job in the process's event loop (``workers.loop``).
 
     Transient LLM failures and a database that went away hand the job back to the queue with
     Celery's retries.

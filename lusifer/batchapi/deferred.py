@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from lusifer.errors import PermanentLLMError, TransientLLMError
+from lusifer.core.errors import PermanentLLMError, TransientLLMError
 from lusifer.llm import ChatModel, ChatRequest, ChatResult
-from lusifer.tables import BatchLineOutcome, LLMBatchLine
+from lusifer.store.tables import BatchLineOutcome, LLMBatchLine
 
 
 class Deferred(Exception):

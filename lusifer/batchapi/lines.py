@@ -11,7 +11,7 @@ from typing import Any, Final
 from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
-from lusifer.errors import TransientLLMError
+from lusifer.core.errors import TransientLLMError
 from lusifer.llm import ChatRequest, ChatResult, request_body, result_of
 
 CHAT_ENDPOINT: Final = "/v1/chat/completions"

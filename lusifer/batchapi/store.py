@@ -11,8 +11,8 @@ from sqlmodel import Session, col, select
 from lusifer.batchapi.client import BatchInfo
 from lusifer.batchapi.deferred import PendingCall
 from lusifer.batchapi.lines import LineAnswer, LineError
-from lusifer.db import session_scope, upsert
-from lusifer.tables import BatchLineOutcome, LLMBatch, LLMBatchLine, utcnow
+from lusifer.store.engines import session_scope, upsert
+from lusifer.store.tables import BatchLineOutcome, LLMBatch, LLMBatchLine, utcnow
 
 
 def next_round(engine: Engine, run_id: str) -> int:

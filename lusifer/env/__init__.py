@@ -14,7 +14,7 @@ the user (no LLM call for it) and costs ``invalid_penalty`` reward. When fewer t
 ``slate_size`` items remain allowed the episode is truncated.
 
 **Step.** The user rates the slate through the LLM with the batch runs' own prompts,
-validation, re-asking, call cache and token accounting (``lusifer.simulation``), seeing its
+validation, re-asking, call cache and token accounting (``lusifer.method.dialogues``), seeing its
 profile and its last ``recent_k`` ratings, the episode's included. Every ``update_every`` steps
 the profile is updated from the ratings of those steps, with the LLM's one-sentence explanation
 of what changed. Every profile of the episode is stored (``EnvProfileUpdate``) and returned in

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from lusifer.dataset import Dataset
-from lusifer.errors import DataError
+from lusifer.core.errors import DataError
+from lusifer.data import Dataset
 
 
 @dataclass(frozen=True)

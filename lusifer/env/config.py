@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from lusifer.config import LLMConfig
-from lusifer.errors import ConfigurationError
+from lusifer.core.config import LLMConfig
+from lusifer.core.errors import ConfigurationError
 
 RewardName = Literal["mean_rating", "count_ge_4", "sum_centered"]
 REWARD_NAMES: tuple[RewardName, ...] = ("mean_rating", "count_ge_4", "sum_centered")

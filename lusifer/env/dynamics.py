@@ -27,18 +27,18 @@ from functools import lru_cache
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from lusifer.calls import CallContext, RecordedModel
-from lusifer.config import LLMConfig
-from lusifer.db import session_scope, upsert
+from lusifer.core.config import LLMConfig
+from lusifer.core.errors import DataError, OutputValidationError
 from lusifer.env.config import EnvConfig, parse_env_config
 from lusifer.env.store import RESET, fail_request
-from lusifer.errors import DataError, OutputValidationError
 from lusifer.llm import ChatModel
-from lusifer.prompts import PromptSet
-from lusifer.runs import prompt_set_from_json, read_item_texts
-from lusifer.schemas import ProfileAnswer
-from lusifer.simulation import ItemToRate, RatedItem, build_profile, profile_step, rate_items
-from lusifer.tables import (
+from lusifer.method.dialogues import ItemToRate, RatedItem, build_profile, profile_step, rate_items
+from lusifer.method.prompts import PromptSet
+from lusifer.method.schemas import ProfileAnswer
+from lusifer.store.call_cache import CallContext, RecordedModel
+from lusifer.store.engines import session_scope, upsert
+from lusifer.store.runs import prompt_set_from_json, read_item_texts
+from lusifer.store.tables import (
     EnvEpisode,
     EnvProfileUpdate,
     EnvSpec,

@@ -14,7 +14,8 @@ from gymnasium.error import ResetNeeded
 from numpy.typing import NDArray
 from sqlalchemy import Engine
 
-from lusifer.dataset import Dataset
+from lusifer.core.errors import DataError
+from lusifer.data import Dataset
 from lusifer.env.config import EnvConfig
 from lusifer.env.executors import StepExecutor
 from lusifer.env.observation import ProfileEncoder
@@ -27,8 +28,8 @@ from lusifer.env.store import (
     reset_request,
     step_request,
 )
-from lusifer.errors import DataError
 from lusifer.llm import ChatModel
+from lusifer.store.tables import JobState
 
 Obs = NDArray[np.float32]
 Action = NDArray[np.int64]
@@ -259,7 +260,7 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
     @staticmethod
     def _check(ep: _Episode, result: RequestResult) -> None:
         rid, ep.pending = ep.pending, None
-        if result.state != "done":
+        if result.state != JobState.DONE:
             ep.done = True  # a failed step ends the episode: its row cannot be asked again
             result.raise_if_failed(str(rid))
 

@@ -16,12 +16,12 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from sqlalchemy import Engine
 
-from lusifer.celery_app import send_env_requests
+from lusifer.core.errors import LLMError, ServiceError
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state, wait_for
-from lusifer.errors import LLMError, ServiceError
 from lusifer.llm import ChatModel
-from lusifer.tables import JobState
+from lusifer.queue import send_env_requests
+from lusifer.store.tables import JobState
 
 
 class StepExecutor(Protocol):

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from lusifer.errors import ConfigurationError
+from lusifer.core.errors import ConfigurationError
 
 _TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 

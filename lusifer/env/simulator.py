@@ -10,21 +10,21 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
-from lusifer.celery_app import make_celery
-from lusifer.config import LLMConfig
-from lusifer.dataset import Dataset
-from lusifer.db import create_tables, get_engine
-from lusifer.endpoints import api_key, resolve_base_url
+from lusifer.core.config import LLMConfig
+from lusifer.core.errors import DataError
+from lusifer.core.settings import Settings, get_settings
+from lusifer.data import Dataset
 from lusifer.env.catalog import Catalog
 from lusifer.env.config import EnvConfig
 from lusifer.env.executors import CeleryExecutor, LocalExecutor, StepExecutor
 from lusifer.env.observation import HashingEncoder, ObservationBuilder, ProfileEncoder
 from lusifer.env.rewards import REWARDS, RewardFn
 from lusifer.env.store import NewRequest, RequestResult, add_requests, load_results, register_spec
-from lusifer.errors import DataError
 from lusifer.llm import ChatModel, OpenAICompatibleModel
-from lusifer.prompts import load_prompt_set
-from lusifer.settings import Settings, get_settings
+from lusifer.llm.endpoints import api_key, resolve_base_url
+from lusifer.method.prompts import load_prompt_set
+from lusifer.queue import make_celery
+from lusifer.store.engines import create_tables, get_engine
 
 DEFAULT_ENCODER = HashingEncoder(64)
 

@@ -15,10 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from lusifer.dataset import Dataset
-from lusifer.db import session_scope, upsert
-from lusifer.env.config import EnvConfig
-from lusifer.errors import (
+from lusifer.core.errors import (
     ConfigurationError,
     DataError,
     LusiferError,
@@ -27,9 +24,12 @@ from lusifer.errors import (
     ServiceError,
     TransientLLMError,
 )
-from lusifer.prompts import PromptSet
-from lusifer.runs import prompt_set_to_json, store_dataset_texts
-from lusifer.tables import (
+from lusifer.data import Dataset
+from lusifer.env.config import EnvConfig
+from lusifer.method.prompts import PromptSet
+from lusifer.store.engines import session_scope, upsert
+from lusifer.store.runs import prompt_set_to_json, store_dataset_texts
+from lusifer.store.tables import (
     EnvEpisode,
     EnvProfileUpdate,
     EnvSpec,

@@ -18,8 +18,8 @@ from gymnasium.vector.utils import batch_space
 from numpy.typing import NDArray
 from sqlalchemy import Engine
 
-from lusifer.dataset import Dataset
-from lusifer.db import get_engine
+from lusifer.core.settings import get_settings
+from lusifer.data import Dataset
 from lusifer.env.config import EnvConfig
 from lusifer.env.env import SimulatedUserEnv
 from lusifer.env.executors import StepExecutor
@@ -32,7 +32,7 @@ from lusifer.env.simulator import (
     executor_from_settings,
 )
 from lusifer.llm import ChatModel
-from lusifer.settings import get_settings
+from lusifer.store.engines import get_engine
 
 
 class SimulatedUserVectorEnv(VectorEnv[NDArray[np.float32], NDArray[np.int64], NDArray[Any]]):

@@ -2,8 +2,8 @@
 
 The figures are measured, not assumed: requests, faults and answers come from the stub's log;
 jobs, results and recorded calls from the database. A request is matched to the call it made
-by the hash of its JSON body: ``lusifer.llm.request_body`` rebuilds the body of every call the
-run recorded, and the stub hashes what it received the same way.
+by the hash of its JSON body: ``lusifer.llm.request.request_body`` rebuilds the body of every
+call the run recorded, and the stub hashes what it received the same way.
 
 - *retries*: requests that sent a body already sent before (after a 429, 5xx, timeout, reset,
   or a job retried after one);
@@ -28,9 +28,9 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from lusifer.llm import ChatRequest, request_body
+from lusifer.store.tables import CallUse, Job, JobState, LLMCall, ProfileStep, SimulatedRating
 from lusifer.stub.api import body_sha256
 from lusifer.stub.state import CHAT_PATH
-from lusifer.tables import CallUse, Job, JobState, LLMCall, ProfileStep, SimulatedRating
 
 
 @dataclass(frozen=True)

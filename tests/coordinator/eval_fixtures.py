@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 from sqlmodel import Session
 
-from lusifer.config import RunConfig, parse_run_config
-from lusifer.dataset import ColumnMapping, Dataset, load_csv_dataset, load_movielens_100k
-from lusifer.db import create_tables, get_engine
-from lusifer.settings import Settings
-from lusifer.tables import Run, SimulatedRating
+from lusifer.core.config import RunConfig, parse_run_config
+from lusifer.core.settings import Settings
+from lusifer.data import ColumnMapping, Dataset, load_csv_dataset, load_movielens_100k
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Run, SimulatedRating
 
 RUN_ID = "eval-test-run"
 USERS = (1, 2, 3, 13)  # user 13 has many ratings; 1..3 fewer: several history buckets

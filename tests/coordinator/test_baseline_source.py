@@ -13,13 +13,13 @@ from sqlmodel import Session
 from coordinator import baseline_source
 from coordinator.baseline_cache import cached_predictions
 from coordinator.baseline_source import baseline_predictions
-from lusifer.baseline_jobs import execute_baseline_job, plan_baseline_jobs
-from lusifer.baselines import fold_predictions
-from lusifer.db import create_tables, get_engine
-from lusifer.errors import ConfigurationError
-from lusifer.settings import Settings
-from lusifer.tables import Job
-from tests.lusifer.test_baseline_jobs import small_fold
+from lusifer.core.errors import ConfigurationError
+from lusifer.core.settings import Settings
+from lusifer.evaluate.baseline_jobs import execute_baseline_job, plan_baseline_jobs
+from lusifer.evaluate.baselines import fold_predictions
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job
+from tests.lusifer.evaluate.test_baseline_jobs import small_fold
 
 
 def test_stored_predictions_are_read_and_only_the_rest_fitted(

@@ -14,14 +14,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session, func, select
 
 from coordinator.batch_run import drive_batch_run
-from coordinator.planner import plan_run, store_plan
+from coordinator.plan import plan_run, store_plan
 from lusifer.batchapi.client import BatchClient, BatchInfo
-from lusifer.config import BatchConfig, RunConfig
-from lusifer.dataset import Dataset, Fold, Item, Rating, User
-from lusifer.db import create_tables, get_engine
-from lusifer.prompts import load_prompt_set
+from lusifer.core.config import BatchConfig, RunConfig
+from lusifer.data import Dataset, Fold, Item, Rating, User
+from lusifer.method.prompts import load_prompt_set
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job, JobState, LLMBatch, LLMCall, SimulatedRating
 from lusifer.stub.answers import answer_for, completion, parse_chat_request
-from lusifer.tables import Job, JobState, LLMBatch, LLMCall, SimulatedRating
 
 # Given a line's body, None for a good answer or (status, message) for an error line.
 Failure = Callable[[dict[str, Any]], tuple[int, str] | None]

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lusifer.dataset import Dataset, load_movielens_100k
-from lusifer.metrics import rmse
+from lusifer.data import Dataset, load_movielens_100k
+from lusifer.evaluate.metrics import rmse
 from tests.coordinator.eval_fixtures import RUN_ID, USERS, simulated, store_run, write_csv_dataset
 
 LUSIFER = str(Path(sys.executable).parent / "lusifer")

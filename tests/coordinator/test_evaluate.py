@@ -12,10 +12,10 @@ import pytest
 
 from coordinator.baseline_cache import cached_predictions
 from coordinator.evaluate import EvalOptions, evaluate_baselines, evaluate_csv, evaluate_run
-from coordinator.report_json import report_to_dict
-from lusifer.dataset import Fold, Rating, load_movielens_100k
-from lusifer.errors import DataError
-from lusifer.metrics import rmse
+from coordinator.report.as_json import report_to_dict
+from lusifer.core.errors import DataError
+from lusifer.data import Fold, Rating, load_movielens_100k
+from lusifer.evaluate.metrics import rmse
 from tests.coordinator.eval_fixtures import RUN_ID, USERS, simulated, store_run
 
 FAST = EvalOptions(methods=("global_mean", "baseline_only"), n_resamples=200)

@@ -13,14 +13,14 @@ from rich.console import Console
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
+from coordinator.dispatch import BROKER_ERRORS
 from coordinator.follow import _Dispatcher
 from coordinator.lost import lost_job_ids, resend_lost
-from lusifer.celery_app import make_celery
-from lusifer.db import create_tables, get_engine, session_scope, upsert
-from lusifer.dispatch import BROKER_ERRORS
-from lusifer.jobstore import claim_job, finish_job, requeue_job
-from lusifer.settings import Settings
-from lusifer.tables import Job, JobState, utcnow
+from lusifer.core.settings import Settings
+from lusifer.queue import make_celery
+from lusifer.store.engines import create_tables, get_engine, session_scope, upsert
+from lusifer.store.jobs import claim_job, finish_job, requeue_job
+from lusifer.store.tables import Job, JobState, utcnow
 
 GRACE_S = 30.0
 

@@ -33,9 +33,9 @@ from sqlalchemy import create_engine, inspect, make_url
 from sqlalchemy.pool import NullPool
 from sqlmodel import SQLModel
 
-import lusifer.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
-from lusifer.celery_app import make_celery
-from lusifer.settings import Settings
+import lusifer.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from lusifer.core.settings import Settings
+from lusifer.queue import make_celery
 
 pytestmark = pytest.mark.integration
 

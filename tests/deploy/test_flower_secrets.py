@@ -17,8 +17,8 @@ import httpx
 import pytest
 from sqlmodel import Session, select
 
-from lusifer.db import get_engine
-from lusifer.tables import Job, JobKind
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import Job, JobKind
 from tests.deploy.test_compose import (  # noqa: F401  (cluster is a fixture)
     Cluster,
     cluster,

@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine
 
 from examples.bandit import LinUCB, Popularity, Uniform, liked_counts, main, rollout
-from lusifer.config import LLMConfig
-from lusifer.dataset import Dataset, load_movielens_100k
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig
+from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import EnvConfig, LocalExecutor, SimulatedUserVectorEnv
 from lusifer.llm import ChatRequest, FakeChatModel
+from lusifer.store.engines import create_tables, get_engine
 from lusifer.stub import StubConfig, StubServer
 
 _ITEM = re.compile(r'<item id="(\d+)">([^\n]*)</item>')

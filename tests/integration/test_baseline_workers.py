@@ -18,15 +18,15 @@ import pytest
 from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 
-from lusifer.baseline_jobs import baseline_job_id, fold_digest, stored_predictions
-from lusifer.baselines import BASELINES, fold_predictions, to_scale
-from lusifer.celery_app import make_celery, send_jobs
-from lusifer.config import parse_run_config
-from lusifer.dataset import Dataset
-from lusifer.db import create_tables, get_engine, session_scope
-from lusifer.metrics import rmse
-from lusifer.settings import Settings
-from lusifer.tables import BaselinePrediction, FoldSplit, Job, JobState, SimulatedRating
+from lusifer.core.config import parse_run_config
+from lusifer.core.settings import Settings
+from lusifer.data import Dataset
+from lusifer.evaluate.baseline_jobs import baseline_job_id, fold_digest, stored_predictions
+from lusifer.evaluate.baselines import BASELINES, fold_predictions, to_scale
+from lusifer.evaluate.metrics import rmse
+from lusifer.queue import make_celery, send_jobs
+from lusifer.store.engines import create_tables, get_engine, session_scope
+from lusifer.store.tables import BaselinePrediction, FoldSplit, Job, JobState, SimulatedRating
 from tests.coordinator.eval_fixtures import finished_run, write_csv_dataset
 from tests.integration.services import celery_workers, postgres_schema, run_cli, service_env
 from tests.integration.test_distributed_run import BrokerTap

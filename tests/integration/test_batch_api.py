@@ -18,8 +18,8 @@ from rich.console import Console
 from sqlmodel import Session, col, func, select
 
 from coordinator.status import print_status
-from lusifer.db import create_tables, get_engine
-from lusifer.tables import Job, JobState, LLMBatch, LLMCall, ProfileStep, SimulatedRating
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job, JobState, LLMBatch, LLMCall, ProfileStep, SimulatedRating
 from tests.integration.services import (
     VENV_BIN,
     celery_workers,

@@ -17,8 +17,8 @@ import pytest
 from sqlalchemy import inspect
 from sqlmodel import Session, func, select
 
-from lusifer.db import get_engine
-from lusifer.tables import SimulatedRating
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import SimulatedRating
 from tests.integration.services import (
     Stub,
     celery_workers,

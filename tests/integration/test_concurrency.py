@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, func, select
 
-from lusifer.db import get_engine
-from lusifer.tables import Job, JobKind, JobState, SimulatedRating
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import Job, JobKind, JobState, SimulatedRating
 from tests.integration.services import (
     celery_workers,
     postgres_schema,

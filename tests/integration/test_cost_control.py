@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine, inspect
 from sqlmodel import Session, func, select
 
-from lusifer.db import get_engine
-from lusifer.tables import CallUse, Job, JobState, LLMCall, Run
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import CallUse, Job, JobState, LLMCall, Run
 from tests.integration.services import (
     celery_workers,
     postgres_schema,

@@ -18,11 +18,11 @@ from celery import Celery
 from sqlmodel import Session, select
 
 from coordinator.aggregate import aggregate_fold
-from lusifer.db import create_tables, get_engine
-from lusifer.dispatch import waiting_job_ids
-from lusifer.jobs import RatingInputs
+from coordinator.dispatch import waiting_job_ids
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.job_ids import RatingInputs
+from lusifer.store.tables import Job, JobState, SimulatedRating
 from lusifer.stub.audit import RunAudit, audit_run
-from lusifer.tables import Job, JobState, SimulatedRating
 from tests.integration.services import (
     VENV_BIN,
     Stub,

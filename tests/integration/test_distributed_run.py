@@ -19,9 +19,17 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from coordinator.aggregate import aggregate_fold
-from lusifer.dataset import load_movielens_100k
-from lusifer.db import get_engine
-from lusifer.tables import CallUse, Job, JobKind, JobState, LLMCall, ProfileStep, SimulatedRating
+from lusifer.data import load_movielens_100k
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import (
+    CallUse,
+    Job,
+    JobKind,
+    JobState,
+    LLMCall,
+    ProfileStep,
+    SimulatedRating,
+)
 from tests.integration.services import (
     REDIS_DB,
     celery_workers,

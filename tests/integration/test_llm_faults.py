@@ -13,9 +13,9 @@ from rich.console import Console
 from sqlmodel import Session, select
 
 from bench.faults import fault_table, run_fault_bench
-from lusifer.db import create_tables, get_engine
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job, JobState
 from lusifer.stub import FAULT_KINDS
-from lusifer.tables import Job, JobState
 from tests.integration.services import (
     VENV_BIN,
     celery_workers,

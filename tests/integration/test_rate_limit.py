@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
-from lusifer.db import get_engine
-from lusifer.tables import Job, JobState
+from lusifer.store.engines import get_engine
+from lusifer.store.tables import Job, JobState
 from tests.integration.services import (
     celery_workers,
     postgres_schema,
@@ -20,7 +20,7 @@ from tests.integration.services import (
     stub_run_args,
     stub_server,
 )
-from tests.lusifer.test_ratelimit import most_in_any_window
+from tests.lusifer.llm.test_ratelimit import most_in_any_window
 
 pytestmark = pytest.mark.integration
 

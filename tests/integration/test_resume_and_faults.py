@@ -14,10 +14,10 @@ import pytest
 import redis
 from sqlmodel import Session, func, select
 
-from lusifer.celery_app import make_celery
-from lusifer.db import create_tables, get_engine
-from lusifer.settings import Settings
-from lusifer.tables import Job, JobState, SimulatedRating
+from lusifer.core.settings import Settings
+from lusifer.queue import make_celery
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job, JobState, SimulatedRating
 from tests.integration.services import (
     VENV_BIN,
     celery_workers,

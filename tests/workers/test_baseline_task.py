@@ -8,12 +8,12 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, func, select
 
-from lusifer.baseline_jobs import plan_baseline_jobs, stored_predictions
-from lusifer.baselines import fold_predictions
-from lusifer.db import create_tables, get_engine, session_scope
-from lusifer.settings import get_settings
-from lusifer.tables import BaselinePrediction, Job, JobState
-from tests.lusifer.test_baseline_jobs import small_fold, stored_job
+from lusifer.core.settings import get_settings
+from lusifer.evaluate.baseline_jobs import plan_baseline_jobs, stored_predictions
+from lusifer.evaluate.baselines import fold_predictions
+from lusifer.store.engines import create_tables, get_engine, session_scope
+from lusifer.store.tables import BaselinePrediction, Job, JobState
+from tests.lusifer.evaluate.test_baseline_jobs import small_fold, stored_job
 from workers.tasks import run_baseline_job
 
 

@@ -11,14 +11,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from lusifer.config import LLMConfig
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig
+from lusifer.core.settings import get_settings
 from lusifer.env.simulator import Simulator
 from lusifer.env.store import create_episode
 from lusifer.llm import FakeChatModel
-from lusifer.settings import get_settings
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import EnvStepRequest
 from lusifer.stub import StubConfig, StubServer
-from lusifer.tables import EnvStepRequest
 from tests.lusifer.env.conftest import env_config, fake_answer, tiny_dataset
 from workers.tasks import run_env_request
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from lusifer.config import LLMConfig
-from lusifer.dataset import Dataset, Fold, Item, Rating, User
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig
+from lusifer.data import Dataset, Fold, Item, Rating, User
 from lusifer.env import EnvConfig, SimulatedUserEnv
 from lusifer.llm import ChatRequest, FakeChatModel
+from lusifer.store.engines import create_tables, get_engine
 
 GENRES = ("Comedy", "Drama", "Horror", "Sci-Fi")
 N_ITEMS = 40

@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from lusifer.core.errors import PermanentLLMError, TransientLLMError
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.simulator import Simulator
 from lusifer.env.store import (
@@ -17,9 +18,8 @@ from lusifer.env.store import (
     load_results,
     raise_stored,
 )
-from lusifer.errors import PermanentLLMError, TransientLLMError
 from lusifer.llm import FakeChatModel
-from lusifer.tables import EnvProfileUpdate, EnvStepRequest
+from lusifer.store.tables import EnvProfileUpdate, EnvStepRequest
 from tests.lusifer.env.conftest import env_config, fake_rating, tiny_dataset
 
 

@@ -11,12 +11,12 @@ from gymnasium.utils.env_checker import check_env
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from lusifer.db import session_scope
+from lusifer.core.errors import DataError, OutputValidationError, PermanentLLMError
 from lusifer.env import SimulatedUserEnv
 from lusifer.env.store import profile_history
-from lusifer.errors import DataError, OutputValidationError, PermanentLLMError
 from lusifer.llm import FakeChatModel
-from lusifer.tables import CallUse, EnvProfileUpdate, EnvStepRequest, ProfileStep
+from lusifer.store.engines import session_scope
+from lusifer.store.tables import CallUse, EnvProfileUpdate, EnvStepRequest, ProfileStep
 from tests.lusifer.env.conftest import (
     HISTORY,
     MakeEnv,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
+from lusifer.core.errors import ConfigurationError
 from lusifer.env import HashingEncoder, SimulatedUserEnv
 from lusifer.env.catalog import Catalog
 from lusifer.env.observation import ObservationBuilder
-from lusifer.errors import ConfigurationError
 from lusifer.llm import FakeChatModel
 from tests.lusifer.env.conftest import GENRES, env_config, tiny_dataset
 

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from sqlmodel import Session, select
 
-from lusifer.config import LLMConfig
-from lusifer.dataset import Dataset, load_movielens_100k
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig
+from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import EnvConfig, SimulatedUserEnv
 from lusifer.llm import OpenAICompatibleModel
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import EnvProfileUpdate, LLMCall
 from lusifer.stub import StubConfig, StubServer
-from lusifer.tables import EnvProfileUpdate, LLMCall
 
 
 @pytest.fixture(scope="module")

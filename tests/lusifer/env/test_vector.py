@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
+from lusifer.core.settings import Settings
 from lusifer.env import (
     CeleryExecutor,
     LocalExecutor,
@@ -18,7 +19,6 @@ from lusifer.env import (
 )
 from lusifer.env.simulator import executor_from_settings
 from lusifer.llm import ChatRequest, FakeChatModel
-from lusifer.settings import Settings
 from tests.lusifer.env.conftest import env_config, fake_answer, tiny_dataset
 
 SLATES = [np.array([[20, 21, 22], [23, 24, 25], [26, 27, 28]]), np.array([[29, 30, 31]] * 3)]

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from sqlalchemy import Engine
 
-from lusifer.celery_app import make_celery
-from lusifer.config import LLMConfig
-from lusifer.dataset import Dataset, load_movielens_100k
-from lusifer.db import create_tables, get_engine
+from lusifer.core.config import LLMConfig
+from lusifer.core.settings import Settings
+from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import CeleryExecutor, EnvConfig, LocalExecutor, SimulatedUserVectorEnv
 from lusifer.env.executors import StepExecutor
 from lusifer.llm import OpenAICompatibleModel
-from lusifer.settings import Settings
+from lusifer.queue import make_celery
+from lusifer.store.engines import create_tables, get_engine
 from tests.integration.services import (
     REDIS_DB,
     celery_workers,

@@ -1,0 +1,140 @@
+"""What every `lusifer` command shares: the app, the consoles, and one-line failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from kombu.exceptions import OperationalError as KombuOperationalError
+from rich.console import Console
+from rich.markup import escape
+from sqlalchemy.exc import SQLAlchemyError
+
+from coordinator.runner import resolve_dataset_config
+from lusifer.core.config import MOVIELENS_FOLDS, DatasetConfig, parse_dataset_config
+from lusifer.core.errors import ConfigurationError, ExitCode, LusiferError
+from lusifer.core.settings import Settings, get_settings
+
+app = typer.Typer(
+    name="lusifer",
+    help="Simulate recommender-system users with an LLM and measure how faithful they are.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+DATA_DIR_HELP = (
+    "ml-100k directory, or one holding ml-100k/ and tmdb/; "
+    "default: LUSIFER_DATA_DIR, else downloaded from GroupLens"
+)
+COLUMNS_HELP = (
+    "Own data: our field=CSV column pairs, e.g. user_id=uid,item_id=movie,rating=stars "
+    "(fields: user_id item_id rating timestamp title year genres overview age gender occupation)"
+)
+# The options that choose the data, shared by `run`, `score` and `baselines`.
+DataDirOption = Annotated[Path | None, typer.Option(help=DATA_DIR_HELP)]
+RatingsCsvOption = Annotated[Path | None, typer.Option(help="Own data: ratings CSV")]
+ItemsCsvOption = Annotated[Path | None, typer.Option(help="Own data: items CSV")]
+UsersCsvOption = Annotated[Path | None, typer.Option(help="Own data: users CSV")]
+ColumnsOption = Annotated[str | None, typer.Option(help=COLUMNS_HELP)]
+NFoldsOption = Annotated[int, typer.Option(help="Own data: folds f1..fN")]
+
+
+def guard(action: Callable[[], T], run_id: str | None = None) -> T:
+    """Turn expected failures into one line on stderr and the documented exit code.
+
+    Every text from outside (a server's message, a run id, a path) is escaped: rich markup in
+    it must neither crash the line nor restyle it.
+    """
+    rid = escape(run_id) if run_id else None
+    try:
+        return action()
+    except LusiferError as err:
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(int(err.exit_code)) from None
+    except SQLAlchemyError as err:
+        # A database that fails mid-run (dropped connection, full disk): the run is resumable.
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the database"
+        err_console.print(
+            f"[bold red]error:[/] database error ({escape(reason)}); {hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    except KombuOperationalError as err:
+        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the broker"
+        err_console.print(
+            f"[bold red]error:[/] broker error ({escape(str(err))}); {hint}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(int(ExitCode.ERROR)) from None
+    except KeyboardInterrupt:
+        hint = f"; `lusifer resume {rid}` finishes it" if rid else ""
+        err_console.print(f"[yellow]interrupted[/]{hint}")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+
+
+def settings_or_fail() -> Settings:
+    try:
+        return get_settings()
+    except Exception as err:  # pydantic's ValidationError of a bad environment variable
+        first = str(err).strip().splitlines()
+        raise ConfigurationError(
+            f"invalid LUSIFER_ environment setting: {' '.join(first[:3])}; fix the variable"
+        ) from None
+
+
+def column_mapping(text: str | None) -> dict[str, str]:
+    """The --columns pairs ``field=column`` as a dict."""
+    if not text:
+        return {}
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ConfigurationError(f"--columns takes field=column pairs, got {text!r}")
+    return {field.strip(): column.strip() for field, column in pairs}
+
+
+def choose_dataset(
+    settings: Settings,
+    *,
+    data_dir: Path | None,
+    overviews: Path | None,
+    ratings_csv: Path | None,
+    items_csv: Path | None,
+    users_csv: Path | None,
+    columns: str | None,
+    n_folds: int,
+) -> tuple[DatasetConfig, tuple[str, ...]]:
+    """Own CSV files when --ratings-csv or --items-csv is given, else MovieLens 100K; and
+    the default folds of that data (f1..fN or u1..u5)."""
+    if ratings_csv is not None or items_csv is not None:
+        spec = parse_dataset_config(
+            {
+                "kind": "csv",
+                "ratings_csv": ratings_csv,
+                "items_csv": items_csv,
+                "users_csv": users_csv,
+                "columns": column_mapping(columns),
+                "n_folds": n_folds,
+            }
+        )
+        return spec, tuple(f"f{i}" for i in range(1, n_folds + 1))
+    return resolve_dataset_config(data_dir, overviews, settings), MOVIELENS_FOLDS
+
+
+def fold_names(text: str | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The --folds list, or the data's default folds."""
+    if text is None:
+        return default
+    names = tuple(f.strip() for f in text.split(",") if f.strip())
+    if not names:
+        raise ConfigurationError("--folds names no fold: e.g. --folds u1,u2")
+    return names

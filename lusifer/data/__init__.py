@@ -1,0 +1,27 @@
+"""Datasets for the simulator: MovieLens 100K (plus TMDB overviews) or any CSV triple."""
+
+from lusifer.core.columns import ColumnMapping
+from lusifer.data.download import ML100K_SHA256, ML100K_URL, ensure_movielens_100k
+from lusifer.data.features import item_info, truncate_words, user_info
+from lusifer.data.generic import load_csv_dataset
+from lusifer.data.model import Dataset, Fold, Item, Rating, User
+from lusifer.data.movielens import DEFAULT_FOLDS, VALID_FOLDS, load_movielens_100k
+
+__all__ = [
+    "DEFAULT_FOLDS",
+    "ML100K_SHA256",
+    "ML100K_URL",
+    "VALID_FOLDS",
+    "ColumnMapping",
+    "Dataset",
+    "Fold",
+    "Item",
+    "Rating",
+    "User",
+    "ensure_movielens_100k",
+    "item_info",
+    "load_csv_dataset",
+    "load_movielens_100k",
+    "truncate_words",
+    "user_info",
+]

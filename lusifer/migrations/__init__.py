@@ -1,1 +1,0 @@
-"""Alembic migrations of the Lusifer database schema (see ``lusifer.migrate``)."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the Lusifer database schema (see ``lusifer.store.migrate``)."""
