@@ -8,9 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lusifer.core.columns import ColumnMapping
 from lusifer.core.errors import ConfigurationError
@@ -63,6 +71,27 @@ class LLMConfig(BaseModel):
     rate_window_s: float = Field(
         default=60.0, gt=0, description="Length of the rate-limit window (60: per minute)"
     )
+
+    @field_validator("base_url", mode="after")
+    @classmethod
+    def _plain_url(cls, url: str) -> str:
+        if url == LOCAL_BASE_URL:
+            return url
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (raises on a port that is not a number)
+        except ValueError as err:
+            raise ValueError(f"{url!r} is not a URL ({err})") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r} is not an http(s) URL such as https://api.openai.com/v1")
+        if parts.username or parts.password:
+            # The URL is stored with the run and shown in reports; a key belongs in the
+            # workers' environment only.
+            raise ValueError(
+                "the base URL carries credentials (user:password@); drop them and put the key "
+                "in LUSIFER_LLM_API_KEY"
+            )
+        return url
 
     def rate_limits(self) -> RateLimits:
         """The endpoint's shared limits."""
@@ -137,6 +166,12 @@ class RunConfig(BaseModel):
     llm: LLMConfig
     batch: BatchConfig | None = Field(default=None, description="Set: run via the Batch API")
 
+    @field_validator("folds", "users", mode="after")
+    @classmethod
+    def _each_once(cls, values: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        # `--folds u1,u1` would count the fold twice in the mean ± std across folds.
+        return None if values is None else tuple(dict.fromkeys(values))
+
     @model_validator(mode="after")
     def _sizes_make_sense(self) -> RunConfig:
         if self.profile_batch > self.profile_history:
@@ -149,16 +184,42 @@ class RunConfig(BaseModel):
         return self
 
 
+# Configuration fields whose `lusifer run` flag is not the field's own name.
+_FLAG_OF_FIELD = {
+    "timeout_s": "--llm-timeout",
+    "price_prompt_per_mtok": "--price-prompt",
+    "price_completion_per_mtok": "--price-completion",
+    "rate_window_s": "--rate-window",
+    "discount": "--batch-discount",
+    "poll_s": "--batch-poll-s",
+    "data_dir": "--data-dir",
+    "overviews_csv": "--overviews",
+}
+# Fields the command line sets under the same name (`--max-users`, `--chunk-size`, ...).
+_FLAG_FIELDS = {
+    "base_url", "model", "temperature", "structured_output", "rpm", "tpm", "folds", "users",
+    "max_users", "profile_history", "profile_batch", "recent_k", "overview_chars",
+    "chunk_size", "max_reask", "prompt_set", "prompts_dir", "ratings_csv", "items_csv",
+    "users_csv", "columns", "n_folds",
+}  # fmt: skip
+
+
+def _fix_of(field: str) -> str:
+    """How to fix a field: its command-line flag where one sets it, else the value itself."""
+    if field in _FLAG_OF_FIELD:
+        return f"; fix {_FLAG_OF_FIELD[field]}"
+    if field in _FLAG_FIELDS:
+        return f"; fix --{field.replace('_', '-')}"
+    return f"; fix the configuration value {field}"
+
+
 def _first_error(err: ValidationError, what: str) -> ConfigurationError:
     first = err.errors()[0]
     where = " at " + ".".join(str(part) for part in first["loc"]) if first["loc"] else ""
     message = first["msg"].removeprefix("Value error, ")
     # A model-level check names its own fix; a field's message names the field to fix.
-    fix = (
-        f"; fix --{str(first['loc'][-1]).replace('_', '-')} (or that configuration value)"
-        if first["loc"]
-        else ""
-    )
+    named = [str(part) for part in first["loc"] if isinstance(part, str)]
+    fix = _fix_of(named[-1]) if named else ""
     return ConfigurationError(f"invalid {what}{where}: {message}{fix}")
 
 

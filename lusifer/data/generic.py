@@ -15,7 +15,7 @@ import numpy as np
 
 from lusifer.core.columns import ColumnMapping
 from lusifer.core.errors import ConfigurationError, DataError
-from lusifer.data.model import Dataset, Fold, Item, Rating, User
+from lusifer.data.model import INT32_LIMIT, Dataset, Fold, Item, Rating, User
 from lusifer.data.movielens import split_title_year
 
 _LEADING_YEAR = re.compile(r"^\s*(\d{4})")
@@ -82,13 +82,15 @@ def _read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash
     return _Table(path, header, rows)
 
 
-def _integer(table: _Table, line: int, value: str, what: str) -> int:
+def _integer(table: _Table, line: int, value: str, what: str, *, int32: bool = True) -> int:
     try:
         number = float(value)
     except ValueError:
         raise table.error(line, f"{what} {value!r} is not a number") from None
     if not number.is_integer():
         raise table.error(line, f"{what} {value!r} is not an integer")
+    if int32 and not -INT32_LIMIT <= number < INT32_LIMIT:
+        raise table.error(line, f"{what} {value} does not fit the database's 32-bit integers")
     return int(number)
 
 
@@ -102,7 +104,11 @@ def _rating(table: _Table, line: int, value: str, round_ratings: bool) -> int:
     if number.is_integer() and 1 <= number <= 5:
         return int(number)
     if not round_ratings:
-        raise table.error(line, f"rating {value} is not an integer in 1..5 (pass round_ratings)")
+        raise table.error(
+            line,
+            f"rating {value} is not an integer in 1..5: round the file's ratings, or load it "
+            "with load_csv_dataset(..., round_ratings=True)",
+        )
     # Round half up (3.5 -> 4), as star ratings are read, then clip into the 1..5 scale.
     return min(5, max(1, math.floor(number + 0.5)))
 
@@ -117,7 +123,11 @@ def _parse_ratings(
         user_id = _integer(table, line, row[cols[0]], "user id")
         item_id = _integer(table, line, row[cols[1]], "item id")
         value = _rating(table, line, row[cols[2]], round_ratings)
-        stamp = position if cols[3] < 0 else _integer(table, line, row[cols[3]], "timestamp")
+        stamp = (
+            position
+            if cols[3] < 0
+            else _integer(table, line, row[cols[3]], "timestamp", int32=False)
+        )
         if (user_id, item_id) in seen:
             raise table.error(line, f"user {user_id} rates item {item_id} twice")
         seen.add((user_id, item_id))

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+# Ids and counts are stored in 32-bit integer columns: a larger id is refused where it is read.
+INT32_LIMIT = 2**31
+
 
 @dataclass(frozen=True, slots=True)
 class User:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from lusifer.core.config import MOVIELENS_FOLDS
 from lusifer.core.errors import DataError
 from lusifer.data.download import ML100K_SHA256, ML100K_URL, ensure_movielens_100k
-from lusifer.data.model import Dataset, Fold, Item, User, ratings_from_tables
+from lusifer.data.model import INT32_LIMIT, Dataset, Fold, Item, User, ratings_from_tables
 
 __all__ = [
     "DEFAULT_FOLDS",
@@ -105,9 +105,12 @@ def _fields(name: str, lineno: int, line: str, sep: str, expected: int) -> list[
 
 def _int(name: str, lineno: int, value: str, what: str) -> int:
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise _bad(name, lineno, f"{what} {value!r} is not an integer") from None
+    if not -INT32_LIMIT <= number < INT32_LIMIT:
+        raise _bad(name, lineno, f"{what} {value} does not fit the database's 32-bit integers")
+    return number
 
 
 def _parse_users(reader: _Reader) -> dict[int, User]:

@@ -185,6 +185,29 @@ def _unknown_model(env: Env) -> list[str]:
     return args
 
 
+def _base_url(url: str) -> Callable[[Env], list[str]]:
+    def make(env: Env) -> list[str]:
+        args = env.ml_run()
+        args[args.index("--base-url") + 1] = url
+        return args
+
+    return make
+
+
+def _huge_user_id(env: Env) -> list[str]:
+    ratings = env.root / "big-ids.csv"
+    ratings.write_text("user_id,item_id,rating,timestamp\n4294967296,1,3,1\n", encoding="utf-8")
+    return ["run", "--ratings-csv", str(ratings), "--items-csv", str(env.items_csv), *env.llm()]
+
+
+def _sandbox_escape(env: Env) -> list[str]:
+    prompts = env.root / "own-prompts"
+    shutil.copytree(Path(prompts_init).parent / "lusifer", prompts / "evil")
+    escape = "{{ cycler.__init__.__globals__.os.system('touch pwned') }}"
+    (prompts / "evil" / "reask.j2").write_text(escape, encoding="utf-8")
+    return env.ml_run("--prompts-dir", str(prompts), "--prompt-set", "evil")
+
+
 CASES = [
     Case("missing-dataset-dir", _missing_dir, ("does not exist", "--data-dir")),
     Case("dataset-dir-is-a-file", _dir_is_a_file, ("not a MovieLens 100K directory", "--data-dir")),
@@ -242,6 +265,20 @@ CASES = [
     Case("unreachable-llm", _unreachable_llm, ("cannot connect to the LLM", "--base-url")),
     Case("invalid-api-key", _invalid_key, ("401", "LUSIFER_LLM_API_KEY")),
     Case("unknown-model", _unknown_model, ("'gpt-nope' is not served", "--model")),
+    Case(
+        "credentials-in-base-url",
+        _base_url("http://user:s3cret-pass@127.0.0.1:9/v1"),
+        ("carries credentials", "LUSIFER_LLM_API_KEY", "--base-url"),
+    ),
+    Case("base-url-not-a-url", _base_url("http://[::1"), ("is not a URL", "--base-url")),
+    Case("base-url-not-http", _base_url("ftp://example.org/v1"), ("not an http(s) URL",)),
+    Case("user-id-past-32-bits", _huge_user_id, ("4294967296", "32-bit")),
+    Case("template-escapes-sandbox", _sandbox_escape, ("reask.j2", "reaches outside")),
+    Case(
+        "timeout-not-positive",
+        lambda e: e.ml_run("--llm-timeout", "0"),
+        ("timeout_s", "fix --llm-timeout"),
+    ),
 ]
 
 
@@ -288,3 +325,25 @@ def test_bad_input_fails_with_one_clear_line(case: Case, stub: Stub, tmp_path: P
 
 def test_the_table_covers_at_least_fifteen_kinds() -> None:
     assert len({case.kind for case in CASES}) >= 15
+
+
+@pytest.mark.parametrize("run_id", ["x[/]y", "[link=http://evil.example]z[/link]", "[bold]b"])
+def test_markup_in_a_run_id_is_printed_as_it_is(run_id: str, tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LUSIFER_", "OPENAI_"))}
+    database = tmp_path / "runs.db"
+    env = {**base, "COLUMNS": "400", "LUSIFER_DATABASE_URL": f"sqlite:///{database}"}
+    subprocess.run([LUSIFER, "init-db"], env=env, capture_output=True, check=True, timeout=60)
+    result = subprocess.run(
+        [LUSIFER, "status", run_id],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert run_id in lines[0]
+    assert "\x1b]8;" not in result.stderr  # no terminal hyperlink

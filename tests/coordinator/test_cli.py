@@ -76,7 +76,7 @@ def test_bad_run_input_fails_cleanly(
     full = ["run", "--data-dir", str(data_dir), *REMOTE, "--max-users", "1", *args]
     result = _run(full, tmp_path)
     _assert_clean_failure(result, *phrases)
-    assert not (tmp_path / "lusifer-runs" / "lusifer.store.engines").exists()
+    assert not (tmp_path / "lusifer-runs" / "lusifer.db").exists()
 
 
 def test_batch_api_without_an_endpoint_fails_cleanly(data_dir: Path, tmp_path: Path) -> None:

@@ -74,7 +74,7 @@ def test_run_on_own_csv_files_with_a_column_mapping(tmp_path: Path) -> None:
         assert stub.chat_request_count() > 0
     assert result.returncode == 0, result.stderr + result.stdout
     assert "│ f1" in result.stdout and "│ f2" in result.stdout
-    with sqlite3.connect(tmp_path / "lusifer-runs" / "lusifer.store.engines") as conn:
+    with sqlite3.connect(tmp_path / "lusifer-runs" / "lusifer.db") as conn:
         n_rated = conn.execute(
             "SELECT COUNT(*) FROM simulatedrating WHERE run_id='csv' AND rating IS NOT NULL"
         ).fetchone()[0]

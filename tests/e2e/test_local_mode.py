@@ -78,7 +78,7 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert "smollm2-135m-instruct" in run.stdout
     assert "RMSE" in run.stdout and "coverage" in run.stdout
 
-    db = tmp_path / "lusifer-runs" / "lusifer.store.engines"
+    db = tmp_path / "lusifer-runs" / "lusifer.db"
     with sqlite3.connect(db) as conn:
         states = dict(conn.execute("SELECT state, COUNT(*) FROM job GROUP BY state").fetchall())
         ratings = [

@@ -134,3 +134,25 @@ def test_local_modes_embedded_redis_runs_the_same_limiter(tmp_path: Path) -> Non
         # Redis answers SHUTDOWN by closing the connection, which redis-py may report.
         with contextlib.suppress(redis.RedisError):
             server.shutdown(nosave=True)
+
+
+def test_a_pause_longer_than_the_cap_pauses_for_the_cap(client: redis.Redis, key: str) -> None:
+    limiter = RateLimiter(client, key, RateLimits(requests=100, window_s=10.0), max_pause_s=0.5)
+    limiter.pause(86400)
+    grant, wait_s = limiter.try_acquire(1)
+    assert grant is None and 0.3 < wait_s <= 0.5
+    assert 0 < client.pttl(f"{key}:paused") <= 500
+
+
+def test_a_pause_left_by_an_earlier_run_cannot_outlive_the_cap(
+    client: redis.Redis, key: str
+) -> None:
+    # What an older version left after `Retry-After: 99999999`: paused for three years.
+    now_ms = int(time.time() * 1000)
+    client.set(f"{key}:paused", now_ms + 99999999 * 1000, px=99999999 * 1000)
+    limiter = RateLimiter(client, key, RateLimits(requests=100, window_s=10.0), max_pause_s=0.4)
+    grant, wait_s = limiter.try_acquire(1)
+    assert grant is None and wait_s <= 0.4
+    started = time.monotonic()
+    limiter.acquire(1)
+    assert time.monotonic() - started < 2.0

@@ -226,3 +226,24 @@ def test_render_with_a_missing_variable_is_a_configuration_error() -> None:
     prompts = load_prompt_set("lusifer")
     with pytest.raises(ConfigurationError, match="rating_user"):
         prompts.render("rating_user")
+
+
+def test_templates_are_sandboxed(tmp_path: Path) -> None:
+    # Templates are data (they travel through the database to every worker): reaching Python's
+    # globals from one must not run a command.
+    marker = tmp_path / "pwned"
+    directory = _copy_set(tmp_path)
+    escape = f"{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}"
+    (directory / "reask.j2").write_text(escape, encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        load_prompt_set("lusifer", tmp_path)
+    assert "\n" not in str(info.value) and "reask.j2" in str(info.value)
+    assert not marker.exists()
+
+
+def test_an_empty_template_is_refused(tmp_path: Path) -> None:
+    directory = _copy_set(tmp_path)
+    (directory / "rating_system.j2").write_text("{# nothing #}\n", encoding="utf-8")
+    with pytest.raises(ConfigurationError) as info:
+        load_prompt_set("lusifer", tmp_path)
+    assert "rating_system.j2" in str(info.value) and "empty" in str(info.value)
