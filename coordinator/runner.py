@@ -15,6 +15,7 @@ from coordinator.estimate import estimate_plan, print_estimate
 from coordinator.follow import follow, raise_if_jobs_failed
 from coordinator.plan import Plan, describe_plan, plan_run, store_plan
 from coordinator.report.terminal import print_report
+from coordinator.run_lock import hold_run
 from coordinator.services import Services, database_url_of, preflight_llm, run_services
 from lusifer.batchapi.client import BatchClient
 from lusifer.batchapi.store import open_batches
@@ -112,16 +113,23 @@ def start_run(
     if config.batch is not None:
         _start_batch_run(config, run_id, plan, dataset, settings, console)
         return
-    with run_services(settings, config, workers=workers, threads=threads) as services:
-        with Session(services.engine) as session:
-            if session.get(Run, run_id) is not None:
-                raise ConfigurationError(
-                    f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
-                    "or choose another --run-id"
-                )
+    with (
+        run_services(settings, config, workers=workers, threads=threads) as services,
+        hold_run(services.engine, run_id),
+    ):
+        _require_new(services.engine, run_id)
         store_plan(services.engine, plan, dataset)
         set_run_status(services.engine, run_id, RunStatus.RUNNING)
         _follow_and_report(services, run_id, config, settings, console)
+
+
+def _require_new(engine: Engine, run_id: str) -> None:
+    with Session(engine) as session:
+        if session.get(Run, run_id) is not None:
+            raise ConfigurationError(
+                f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
+                "or choose another --run-id"
+            )
 
 
 def _batch_engine(config: RunConfig, settings: Settings) -> tuple[Engine, BatchClient]:
@@ -156,21 +164,30 @@ def _start_batch_run(
     console: Console,
 ) -> None:
     engine, client = _batch_engine(config, settings)
-    with Session(engine) as session:
-        if session.get(Run, run_id) is not None:
-            raise ConfigurationError(
-                f"run {run_id!r} already exists: `lusifer resume {run_id}` finishes it, "
-                "or choose another --run-id"
-            )
-    store_plan(engine, plan, dataset)
-    set_run_status(engine, run_id, RunStatus.RUNNING)
-    _drive_and_report(engine, client, run_id, config, settings, console, None)
+    with hold_run(engine, run_id):
+        _require_new(engine, run_id)
+        store_plan(engine, plan, dataset)
+        set_run_status(engine, run_id, RunStatus.RUNNING)
+        _drive_and_report(engine, client, run_id, config, settings, console, None)
 
 
 def _resume_batch_run(
     config: RunConfig, run_id: str, settings: Settings, console: Console, *, poll_s: float | None
 ) -> None:
     engine, client = _batch_engine(config, settings)
+    with hold_run(engine, run_id):
+        _resume_batch(engine, client, run_id, config, settings, console, poll_s)
+
+
+def _resume_batch(
+    engine: Engine,
+    client: BatchClient,
+    run_id: str,
+    config: RunConfig,
+    settings: Settings,
+    console: Console,
+    poll_s: float | None,
+) -> None:
     reopened = reset_unfinished(engine, run_id, include_running=True)
     in_flight = len(open_batches(engine, run_id))
     console.print(
@@ -258,10 +275,19 @@ def resume_run(
 ) -> None:
     """Finish an interrupted run; calls that already succeeded come from the cache."""
     config = stored_config(settings, run_id)
+    priced = config.llm.price_prompt_per_mtok or config.llm.price_completion_per_mtok
+    if max_cost is not None and not priced:
+        raise ConfigurationError(
+            f"run {run_id!r} was started without prices (--price-prompt, --price-completion), "
+            "so its spend stays $0 and --max-cost cannot stop it; resume without --max-cost"
+        )
     if config.batch is not None:
         _resume_batch_run(config, run_id, settings, console, poll_s=poll_s)
         return
-    with run_services(settings, config, workers=workers, threads=threads) as services:
+    with (
+        run_services(settings, config, workers=workers, threads=threads) as services,
+        hold_run(services.engine, run_id),
+    ):
         if max_cost is not None:
             set_max_cost(services.engine, run_id, max_cost)
         reopened = reset_unfinished(
