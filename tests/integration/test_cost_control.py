@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine, inspect
 from sqlmodel import Session, func, select
 
+from lusifer.core.errors import ExitCode
 from lusifer.store.engines import get_engine
 from lusifer.store.tables import CallUse, Job, JobState, LLMCall, Run
 from tests.integration.services import (
@@ -76,7 +77,7 @@ def test_dry_run_then_a_capped_run_then_resume(
 
         cap = est_cost / 3
         capped = run_cli([*args, "--max-cost", f"{cap:.6f}"], env, tmp_path)
-        assert capped.returncode == 1, capped.stdout + w.log_text()[-3000:]
+        assert capped.returncode == ExitCode.COST_CAP, capped.stdout + w.log_text()[-3000:]
         message = capped.stderr.strip()
         assert len(message.splitlines()) == 1, message
         assert "cost cap" in message and f"lusifer resume {run_id} --max-cost" in message

@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlmodel import Session, func, select
 
 from coordinator.aggregate import aggregate_fold
+from lusifer.core.errors import ExitCode
 from lusifer.data import load_movielens_100k
 from lusifer.store.engines import get_engine
 from lusifer.store.tables import (
@@ -269,7 +270,7 @@ def test_permanent_llm_error_in_workers_stops_the_run_fast(
             tmp_path,
             timeout=240,
         )
-    assert result.returncode == 1
+    assert result.returncode == ExitCode.STOPPED  # a permanent error stopped the run
     assert "rejected the API key" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     assert len(result.stderr.strip().splitlines()) == 1

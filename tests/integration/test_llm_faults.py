@@ -13,6 +13,7 @@ from rich.console import Console
 from sqlmodel import Session, select
 
 from bench.faults import fault_table, run_fault_bench
+from lusifer.core.errors import ExitCode
 from lusifer.store.engines import create_tables, get_engine
 from lusifer.store.tables import Job, JobState
 from lusifer.stub import FAULT_KINDS
@@ -90,7 +91,7 @@ def test_a_permanent_error_mid_run_stops_it_within_seconds(
         first_error = min(r["ts"] for r in stub.requests() if r["status"] in (401, 404))
     elapsed = stopped_at - first_error
     print(f"\n{fault}: the run stopped {elapsed:.2f} s after the first refused call")
-    assert coordinator.returncode == 1
+    assert coordinator.returncode == ExitCode.STOPPED
     assert cause in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1
     assert "Traceback" not in stdout + stderr

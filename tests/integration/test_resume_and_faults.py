@@ -14,6 +14,7 @@ import pytest
 import redis
 from sqlmodel import Session, func, select
 
+from lusifer.core.errors import ExitCode
 from lusifer.core.settings import Settings
 from lusifer.queue import make_celery
 from lusifer.store.engines import create_tables, get_engine
@@ -239,7 +240,8 @@ def test_jobs_that_keep_failing_end_as_failed_and_the_run_ends(
             timeout=120,
         )
         attempts = stub.chat_count()
-    assert result.returncode == 0, result.stderr + result.stdout
+    # The run ends, with its table, and says that it failed: never exit 0 with every job failed.
+    assert result.returncode == ExitCode.JOBS_FAILED, result.stderr + result.stdout
     states = _states(database_url, run_id)
     assert set(states) == {JobState.FAILED}
     assert attempts == 3  # the profile job: first try and two retries; ratings never ran
