@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from celery import Celery
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +22,7 @@ from rich.progress import (
 )
 from rich.text import Text
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlmodel import Session
 
 from coordinator.dispatch import BROKER_ERRORS, ping_broker, take_and_send
@@ -29,6 +31,9 @@ from lusifer.core.errors import ExitCode, LusiferError
 from lusifer.store.jobs import release_stale
 from lusifer.store.run_states import job_counts, ready_job_ids, set_run_status
 from lusifer.store.tables import JobKind, JobState, Run, RunStatus
+
+# What a database that went away raises, through psycopg or SQLite ("database is locked").
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class RunStopped(LusiferError):
@@ -148,6 +153,7 @@ def follow(
     poll_s: float = 0.25,
     health_check: Callable[[], None] | None = None,
     cap_grace_s: float = 10.0,
+    db_outage_s: float = 90.0,
 ) -> None:
     """Enqueue ready jobs and show progress until every job is done or failed, or the run's
     spend reaches its cost cap (``CostCapReached``)."""
@@ -172,40 +178,63 @@ def follow(
         }
         last_sweep = 0.0
         capped_at: float | None = None
+        db_down_since: float | None = None
         while True:
-            if time.monotonic() - last_sweep > min(60.0, lease_s / 4):
-                # Jobs orphaned by a dead worker go back to pending and are sent again.
-                release_stale(engine, run_id, lease_s)
-                last_sweep = time.monotonic()
-            with Session(engine) as session:
-                run = session.get(Run, run_id)
-                if run is not None and run.status == RunStatus.FAILED:
-                    raise RunStopped(f"run {run_id} stopped: {run.error}")
-            capped = run is not None and over_budget(run)
-            if not capped:
-                dispatcher.tick()
-            counts = job_counts(engine, run_id)
-            unfinished = 0
-            for kind, bar in bars.items():
-                states = counts.get(kind, {})
-                total = sum(states.values())
-                finished = states.get(JobState.DONE, 0) + states.get(JobState.FAILED, 0)
-                unfinished += total - finished
-                progress.update(
-                    bar, total=total, completed=finished, failed=states.get(JobState.FAILED, 0)
+            try:
+                if time.monotonic() - last_sweep > min(60.0, lease_s / 4):
+                    # Jobs orphaned by a dead worker go back to pending and are sent again.
+                    release_stale(engine, run_id, lease_s)
+                    last_sweep = time.monotonic()
+                with Session(engine) as session:
+                    run = session.get(Run, run_id)
+                    if run is not None and run.status == RunStatus.FAILED:
+                        raise RunStopped(f"run {run_id} stopped: {run.error}")
+                capped = run is not None and over_budget(run)
+                if not capped:
+                    dispatcher.tick()
+                counts = job_counts(engine, run_id)
+                unfinished = 0
+                for kind, bar in bars.items():
+                    states = counts.get(kind, {})
+                    total = sum(states.values())
+                    finished = states.get(JobState.DONE, 0) + states.get(JobState.FAILED, 0)
+                    unfinished += total - finished
+                    progress.update(
+                        bar, total=total, completed=finished, failed=states.get(JobState.FAILED, 0)
+                    )
+                if unfinished == 0:
+                    set_run_status(engine, run_id, RunStatus.DONE)
+                    return
+                if capped:
+                    capped_at = capped_at or time.monotonic()
+                    running = sum(c.get(JobState.RUNNING, 0) for c in counts.values())
+                    queued = sum(c.get(JobState.QUEUED, 0) for c in counts.values())
+                    # Stop once the calls in flight have landed and the workers have handed back
+                    # the jobs still queued (or have had time to); the rest waits for a higher cap.
+                    if running == 0 and (queued == 0 or time.monotonic() - capped_at > cap_grace_s):
+                        set_run_status(engine, run_id, RunStatus.CAPPED)
+                        raise CostCapReached(_cap_message(engine, run_id, unfinished))
+                if health_check is not None:
+                    health_check()
+            except DATABASE_ERRORS as err:
+                # A database restart or a short outage: ride it out with a yellow line, as
+                # for the broker; past the window the command stops and `resume` goes on.
+                now = time.monotonic()
+                if db_down_since is None:
+                    db_down_since = now
+                    reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+                    console.print(
+                        f"[yellow]database unreachable ({escape(reason)}); retrying for up to "
+                        f"{db_outage_s:g} s[/]"
+                    )
+                elif now - db_down_since > db_outage_s:
+                    raise
+                time.sleep(min(5.0, 0.5 + (now - db_down_since) / 4))
+                continue
+            if db_down_since is not None:
+                console.print(
+                    f"[green]database reachable again[/] after "
+                    f"{time.monotonic() - db_down_since:.0f} s"
                 )
-            if unfinished == 0:
-                set_run_status(engine, run_id, RunStatus.DONE)
-                return
-            if capped:
-                capped_at = capped_at or time.monotonic()
-                running = sum(c.get(JobState.RUNNING, 0) for c in counts.values())
-                queued = sum(c.get(JobState.QUEUED, 0) for c in counts.values())
-                # Stop once the calls in flight have landed and the workers have handed back
-                # the jobs still queued (or have had time to); the rest waits for a higher cap.
-                if running == 0 and (queued == 0 or time.monotonic() - capped_at > cap_grace_s):
-                    set_run_status(engine, run_id, "capped")
-                    raise CostCapReached(_cap_message(engine, run_id, unfinished))
-            if health_check is not None:
-                health_check()
+                db_down_since = None
             time.sleep(poll_s)

@@ -243,6 +243,7 @@ def _follow_and_report(
         lease_s=settings.job_lease_s,
         requeue_grace_s=settings.requeue_grace_s,
         health_check=services.health_check,
+        db_outage_s=settings.db_outage_s,
     )
     results = aggregate_run(services.engine, run_id, config.folds)
     print_report(console, run_id, results, _header(config))

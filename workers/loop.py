@@ -18,13 +18,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Coroutine
-from contextlib import suppress
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
 from celery import signals
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
 from lusifer.core.config import LLMConfig
@@ -61,6 +61,9 @@ from lusifer.store.tables import Job, JobKind, JobState, RunStatus
 from workers.slots import PrioritySlots, concurrency
 
 log = logging.getLogger("lusifer.worker")
+# What a task reports when the database stayed away past LUSIFER_DB_OUTAGE_S: the job's lease
+# hands it back once the database answers again.
+LEFT_TO_LEASE = "left to its lease: database unavailable"
 
 
 T = TypeVar("T")
@@ -72,6 +75,9 @@ class Retry:
 
     countdown_s: float
     reason: str
+    # False: the job was never claimed (the database was away when the message came), so no
+    # attempt of it was counted; the message must survive however long the outage lasts.
+    counted: bool = True
 
 
 class WorkerLoop:
@@ -235,17 +241,24 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
     settings = get_settings()
     runner = worker_loop()
     db = runner.database(settings)
-    claimed = await claim_job_async(db, job_id, settings.job_lease_s)
+    try:
+        claimed = await claim_job_async(db, job_id, settings.job_lease_s)
+    except OperationalError as err:
+        # The database is away as the message arrives: keep the message (a countdown retry
+        # publishes it again) rather than let the task fail and its message be acked away.
+        reason = str(err).splitlines()[0]
+        log.warning("job %s waits for the database: %s", job_id, reason)
+        return Retry(min(30.0, 2.0 * (retries + 1)) * random.uniform(0.75, 1.25), reason, False)
     if claimed is None:
         return "skipped: finished, running elsewhere, or unknown"
     job, status = claimed
     if over_attempts(job, settings.job_max_attempts):
         # Handed out too often (it kept killing its worker, or its messages kept going
         # missing): it ends here, with its last error, and its run goes on.
-        return await db.run_sync(partial(settle_exhausted, job=job))
+        return await _ride_out(db, partial(settle_exhausted, job=job)) or LEFT_TO_LEASE
     if status == RunStatus.FAILED:
         # The run was stopped for a permanent reason; `lusifer resume` sends the job again.
-        await db.run_sync(partial(requeue_job, job_id=job_id))
+        await _ride_out(db, partial(requeue_job, job_id=job_id))
         return "skipped: run stopped"
     gate = runner.slots().hold
     try:
@@ -260,49 +273,60 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
             await finish_job_async(
                 db, job_id, JobState.FAILED, error=f"gave up after retries: {err}"
             )
-            await db.run_sync(partial(fail_dependents, job_id=job_id))
+            await _ride_out(db, partial(fail_dependents, job_id=job_id))
             return JobState.FAILED
         delay = min(300.0, (2**retries) * 2.0) * random.uniform(0.5, 1.5)
         countdown = max(delay, err.retry_after or 0.0)
         # Queued until the countdown ends: the coordinator does not take it for lost before.
-        await db.run_sync(partial(requeue_job, job_id=job_id, error=str(err), due_in_s=countdown))
+        await _ride_out(db, partial(requeue_job, job_id=job_id, error=str(err), due_in_s=countdown))
         return Retry(countdown, str(err))
     except OperationalError as err:
         # The database went away (a restart breaks the pooled connections). Hand the job
         # back and try again shortly; if the database is still away, its lease hands it back.
         reason = str(err).splitlines()[0]
         log.warning("job %s met a database error, retrying: %s", job_id, reason)
-        with suppress(OperationalError):
-            await db.run_sync(
-                partial(requeue_job, job_id=job_id, error="database unavailable", due_in_s=5.0)
-            )
+        await _ride_out(
+            db, partial(requeue_job, job_id=job_id, error="database unavailable", due_in_s=5.0)
+        )
         return Retry(5.0, reason)
     except LusiferError as err:
-        state = await db.run_sync(partial(settle_error, job=job, err=err))
+        state = await _ride_out(db, partial(settle_error, job=job, err=err)) or LEFT_TO_LEASE
         if job.kind == JobKind.PROFILE and state == JobState.FAILED:
-            await db.run_sync(partial(fail_dependents, job_id=job_id))
+            await _ride_out(db, partial(fail_dependents, job_id=job_id))
         return state
     except Exception as err:
         # Nobody anticipated it: a few attempts, then the job fails with it; never a job
         # left running for ever behind "0 failed".
         log.exception("job %s raised unexpected", job_id)
-        state = await db.run_sync(
+        settled = await _ride_out(
+            db,
             partial(
                 settle_unexpected,
                 job=job,
                 err=err,
                 max_unexpected=settings.job_max_unexpected,
                 to_queue=True,
-            )
+            ),
         )
-        return Retry(5.0 * job.attempts, str(err)) if state == "retry" else state
+        if settled == "retry":
+            return Retry(5.0 * job.attempts, str(err))
+        return settled or LEFT_TO_LEASE
     state = JobState.FAILED if outcome.error else JobState.DONE
-    if job.kind != JobKind.PROFILE or state != JobState.DONE:
-        await _finish(db, job_id, outcome)
-        if job.kind == JobKind.PROFILE:
-            await db.run_sync(partial(fail_dependents, job_id=job_id))
-        return state
-    followups = await finish_and_take_followups_async(db, job_id, reasks=outcome.reasks)
+    try:
+        if job.kind != JobKind.PROFILE or state != JobState.DONE:
+            await _finish(db, job_id, outcome)
+            if job.kind == JobKind.PROFILE:
+                await _ride_out(db, partial(fail_dependents, job_id=job_id))
+            return state
+        followups = await finish_and_take_followups_async(db, job_id, reasks=outcome.reasks)
+    except OperationalError as err:
+        # Its calls are recorded: run again, it finds every answer in the call cache.
+        reason = str(err).splitlines()[0]
+        log.warning("job %s could not be finished, handing it back: %s", job_id, reason)
+        await _ride_out(
+            db, partial(requeue_job, job_id=job_id, error="database unavailable", due_in_s=5.0)
+        )
+        return Retry(5.0, reason)
     claimed_at = time.monotonic()
     for rating_job in followups:
         runner.start(_rate_one(db, rating_job, ctx, model, outcome.profile, claimed_at))
@@ -342,25 +366,44 @@ async def _rate_one(
         # Back to pending: the coordinator sends it as a job of its own, with the queue's
         # retries and backoff.
         log.info("rating job %s handed back to the queue: %s", job.id, err)
-        await db.run_sync(partial(release_job, job_id=job.id))
+        await _ride_out(db, partial(release_job, job_id=job.id))
     except LusiferError as err:
-        await db.run_sync(partial(settle_error, job=job, err=err))
+        await _ride_out(db, partial(settle_error, job=job, err=err))
     except OperationalError as err:
         # The database went away: hand the chunk back now if it can be reached; otherwise its
         # lease hands it back. The other chunks go on.
         log.warning("rating job %s met a database error: %s", job.id, str(err).splitlines()[0])
-        with suppress(OperationalError):
-            await db.run_sync(partial(release_job, job_id=job.id, error="database unavailable"))
+        await _ride_out(db, partial(release_job, job_id=job.id, error="database unavailable"))
     except Exception as err:
         log.exception("rating job %s raised unexpected", job.id)
         settings = get_settings()
-        with suppress(OperationalError):
-            await db.run_sync(
-                partial(
-                    settle_unexpected,
-                    job=job,
-                    err=err,
-                    max_unexpected=settings.job_max_unexpected,
-                    to_queue=False,
-                )
-            )
+        await _ride_out(
+            db,
+            partial(
+                settle_unexpected,
+                job=job,
+                err=err,
+                max_unexpected=settings.job_max_unexpected,
+                to_queue=False,
+            ),
+        )
+
+
+async def _ride_out(db: AsyncDatabase, call: Callable[[Engine], T]) -> T | None:
+    """Run a bookkeeping statement, riding out a database outage for ``LUSIFER_DB_OUTAGE_S``.
+
+    A job whose statement failed is handed back as soon as the database answers again, not
+    after its lease; past the window the lease is the last resort (None).
+    """
+    deadline = time.monotonic() + get_settings().db_outage_s
+    delay = 0.5
+    while True:
+        try:
+            return await db.run_sync(call)
+        except OperationalError as err:
+            if time.monotonic() + delay > deadline:
+                log.warning("database still away, leaving the job to its lease: %s", err)
+                return None
+            log.warning("database away, retrying in %.1f s: %s", delay, str(err).splitlines()[0])
+            await asyncio.sleep(delay)
+            delay = min(10.0, delay * 2)

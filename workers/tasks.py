@@ -114,9 +114,10 @@ def run_job(task: Task, job_id: str) -> str:
     if isinstance(verdict, Retry):
         # Celery's own limit must not cut in before ours: past it, retry() raises and the
         # job would be left queued with no message.
-        raise task.retry(
-            countdown=verdict.countdown_s, max_retries=get_settings().job_max_retries + 1
-        )
+        # A retry that counted no attempt (the database was away) is not capped here: the
+        # job's attempts in the database bound every retry that did run it.
+        limit = get_settings().job_max_retries + 1 if verdict.counted else None
+        raise task.retry(countdown=verdict.countdown_s, max_retries=limit)
     return str(verdict)
 
 

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     job_max_retries: int = Field(
         default=8, description="Celery retries of a job after transient LLM errors."
     )
+    db_outage_s: float = Field(
+        default=90.0,
+        gt=0,
+        description="How long workers and the coordinator ride out a database that refuses "
+        "or drops connections, with backoff, before they give up (resume continues).",
+    )
     job_max_attempts: int = Field(
         default=12,
         ge=1,

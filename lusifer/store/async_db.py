@@ -188,6 +188,9 @@ def _as_operational_error() -> Iterator[None]:
         asyncpg.PostgresConnectionError,
         asyncpg.InterfaceError,
         asyncpg.exceptions.OperatorInterventionError,
+        # `ALTER DATABASE ... ALLOW_CONNECTIONS false`: "not currently accepting connections".
+        asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
+        asyncpg.exceptions.TooManyConnectionsError,
         OSError,
     ) as err:
         raise OperationalError("asyncpg", None, err) from err

@@ -47,6 +47,7 @@ class RunStatus(StrEnum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    CAPPED = "capped"  # stopped at its --max-cost; `resume --max-cost HIGHER` goes on
 
     ENDED = nonmember((DONE, FAILED))
 
