@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from coordinator.runner import resolve_dataset_config
 from lusifer.core.config import MOVIELENS_FOLDS, DatasetConfig, parse_dataset_config
 from lusifer.core.errors import ConfigurationError, ExitCode, LusiferError
+from lusifer.core.redaction import redact
 from lusifer.core.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -55,7 +56,7 @@ def guard(action: Callable[[], T], run_id: str | None = None) -> T:
         return action()
     except LusiferError as err:
         err_console.print(
-            f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {escape(redact(str(err)))}", highlight=False, soft_wrap=True
         )
         raise typer.Exit(int(err.exit_code)) from None
     except SQLAlchemyError as err:

@@ -22,6 +22,7 @@ from tenacity import (
 from tenacity.wait import wait_random_exponential
 
 from lusifer.core.errors import LLMError, PermanentLLMError, TransientLLMError
+from lusifer.core.redaction import redact
 from lusifer.core.settings import get_settings
 from lusifer.llm.ratelimit import Grant, RateLimiter
 from lusifer.llm.request import ChatResult, result_of_json
@@ -59,7 +60,7 @@ def classify_status(
     if status in (408, 409):
         return TransientLLMError(f"LLM endpoint answered {status}")
     return PermanentLLMError(
-        f"the LLM endpoint refused the request ({status}: {_short(message)}); "
+        f"the LLM endpoint refused the request ({status}: {_short(redact(message))}); "
         "check the model's options (--structured-output none for servers without JSON schema)"
     )
 

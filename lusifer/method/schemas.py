@@ -12,12 +12,17 @@ from pydantic import BaseModel, Field, ValidationError
 from lusifer.core.errors import OutputValidationError
 from lusifer.method.prompts import untrusted
 
+# The longest profile kept (about 2,000 tokens): a server that ignores max_tokens must not
+# make a 10 MB answer the profile that every later prompt of the user carries.
+MAX_PROFILE_CHARS = 8_000
+MAX_CHANGE_CHARS = 1_000
+
 
 class ProfileAnswer(BaseModel):
     """A profile step: the profile and one sentence on what changed."""
 
-    profile: str = Field(min_length=1)
-    change: str = ""
+    profile: str = Field(min_length=1, max_length=MAX_PROFILE_CHARS)
+    change: str = Field(default="", max_length=MAX_CHANGE_CHARS)
 
 
 PROFILE_SCHEMA: dict[str, Any] = {
@@ -85,16 +90,25 @@ def parse_profile(text: str) -> ProfileAnswer:
     obj = extract_json_object(text)
     if obj is None:
         stripped = text.strip()
+        if len(stripped) > MAX_PROFILE_CHARS:
+            raise OutputValidationError(_too_long(len(stripped)), raw_text=text)
         if len(stripped) >= 20 and "{" not in stripped:
             return ProfileAnswer(profile=stripped, change="")
         raise OutputValidationError("profile answer is not JSON", raw_text=text)
+    profile, change = obj.get("profile"), obj.get("change") or ""
+    if isinstance(profile, str) and len(profile.strip()) > MAX_PROFILE_CHARS:
+        raise OutputValidationError(_too_long(len(profile.strip())), raw_text=text)
+    if isinstance(change, str):
+        change = change[:MAX_CHANGE_CHARS]  # one sentence was asked for; the rest is noise
     try:
-        answer = ProfileAnswer.model_validate(
-            {"profile": obj.get("profile"), "change": obj.get("change") or ""}
-        )
+        answer = ProfileAnswer.model_validate({"profile": profile, "change": change})
     except ValidationError:
         raise OutputValidationError("profile answer lacks a non-empty 'profile'", text) from None
     return answer
+
+
+def _too_long(chars: int) -> str:
+    return f"profile answer is {chars:,} characters, past the {MAX_PROFILE_CHARS:,} kept"
 
 
 def _as_rating(value: Any) -> int | None:

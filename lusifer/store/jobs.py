@@ -10,8 +10,12 @@ from sqlalchemy import ColumnElement, Engine, and_, bindparam, or_, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from lusifer.core.redaction import redact_optional
 from lusifer.store.engines import autocommit, session_scope
 from lusifer.store.tables import Job, JobState, Run, utcnow
+
+# The raw answer of a failed job is stored to be read by a person: its head is enough.
+MAX_RAW_OUTPUT_CHARS = 100_000
 
 
 def claim_job(engine: Engine, job_id: str, lease_s: float) -> Job | None:
@@ -119,8 +123,8 @@ def finish_params(
     return {
         "job_id": job_id,
         "state": state,
-        "error": error,
-        "raw_output": raw_output,
+        "error": redact_optional(error),
+        "raw_output": raw_output[:MAX_RAW_OUTPUT_CHARS] if raw_output else raw_output,
         "reasks": reasks,
         "now": utcnow(),
     }
@@ -140,7 +144,7 @@ def requeue_job(
             .where(col(Job.id) == job_id, col(Job.state) == JobState.RUNNING)
             .values(
                 state=JobState.QUEUED,
-                error=error,
+                error=redact_optional(error),
                 updated_at=utcnow() + timedelta(seconds=due_in_s),
             )
         )
@@ -150,7 +154,7 @@ def release_job(engine: Engine, job_id: str, error: str | None = None) -> None:
     """Put a running job back to pending: nobody queues it until the coordinator does."""
     values: dict[str, Any] = {"state": JobState.PENDING, "updated_at": utcnow()}
     if error is not None:
-        values["error"] = error
+        values["error"] = redact_optional(error)
     with session_scope(engine) as session:
         session.execute(
             update(Job)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
+from lusifer.core.redaction import redact
 from lusifer.store.engines import session_scope
 from lusifer.store.tables import Job, JobState, Run, RunStatus, utcnow
 
@@ -94,7 +95,7 @@ def fail_run(engine: Engine, run_id: str, message: str) -> None:
         session.execute(
             update(Run)
             .where(col(Run.id) == run_id)
-            .values(status=RunStatus.FAILED, error=message, finished_at=utcnow())
+            .values(status=RunStatus.FAILED, error=redact(message), finished_at=utcnow())
         )
 
 

@@ -194,3 +194,15 @@ def test_raw_newlines_inside_strings_are_accepted() -> None:
     answer = parse_profile(text)
     assert answer.profile == "Likes dramas; Rating: 4 }\nLoves mysteries."
     assert answer.change == "more drama"
+
+
+def test_a_profile_past_the_cap_is_refused_and_re_asked() -> None:
+    from lusifer.core.errors import OutputValidationError
+    from lusifer.method.schemas import MAX_PROFILE_CHARS, parse_profile
+
+    prose = "likes long films. " * (MAX_PROFILE_CHARS // 10)
+    for answer in (prose, '{"profile": "' + prose + '", "change": "none"}'):
+        with pytest.raises(OutputValidationError, match="past the 8,000 kept"):
+            parse_profile(answer)
+    kept = parse_profile('{"profile": "likes noir films a lot", "change": "' + "x" * 5000 + '"}')
+    assert len(kept.change) == 1000
