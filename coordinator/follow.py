@@ -27,6 +27,7 @@ from sqlmodel import Session
 
 from coordinator.dispatch import BROKER_ERRORS, ping_broker, take_and_send
 from coordinator.lost import resend_lost
+from coordinator.stall import StallWatch
 from lusifer.core.errors import ExitCode, LusiferError
 from lusifer.store.jobs import release_stale
 from lusifer.store.run_states import job_counts, ready_job_ids, set_run_status
@@ -154,10 +155,21 @@ def follow(
     health_check: Callable[[], None] | None = None,
     cap_grace_s: float = 10.0,
     db_outage_s: float = 90.0,
+    stall_warn_s: float = 60.0,
+    stall_give_up_s: float = 300.0,
 ) -> None:
     """Enqueue ready jobs and show progress until every job is done or failed, or the run's
     spend reaches its cost cap (``CostCapReached``)."""
     dispatcher = _Dispatcher(engine, app, run_id, queue, console, requeue_grace_s)
+    watch = StallWatch(
+        engine,
+        app,
+        run_id,
+        queue,
+        console,
+        warn_after_s=stall_warn_s,
+        give_up_after_s=stall_give_up_s,
+    )
     progress = Progress(
         SpinnerColumn(),
         TextColumn("[bold]{task.description:<9}"),
@@ -192,6 +204,7 @@ def follow(
                 capped = run is not None and over_budget(run)
                 if not capped:
                     dispatcher.tick()
+                    watch.check()
                 counts = job_counts(engine, run_id)
                 unfinished = 0
                 for kind, bar in bars.items():

@@ -18,11 +18,12 @@ import hashlib
 import os
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from lusifer.core.errors import ConfigurationError
@@ -77,17 +78,20 @@ def _postgres_lock(engine: Engine, run_id: str) -> Iterator[None]:
         poolclass=NullPool,
         connect_args={"application_name": holder_name()},
     )
+    conn = own.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
-        with own.connect() as conn:
-            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
-            if not conn.execute(_TRY_LOCK, {"key": key}).scalar():
-                row = conn.execute(_HOLDER, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
-                holder = "another lusifer command"
-                if row is not None:
-                    holder = f"{row[0] or 'another client'}, since {row[1]:%Y-%m-%d %H:%M:%S}"
-                raise _refused(run_id, holder)
-            yield
+        if not conn.execute(_TRY_LOCK, {"key": key}).scalar():
+            row = conn.execute(_HOLDER, {"high": key >> 32, "low": key & 0xFFFFFFFF}).first()
+            holder = "another lusifer command"
+            if row is not None:
+                holder = f"{row[0] or 'another client'}, since {row[1]:%Y-%m-%d %H:%M:%S}"
+            raise _refused(run_id, holder)
+        yield
     finally:
+        # The lock ends with its connection. A database outage may have dropped it already;
+        # closing it then must not turn a finished run into an error.
+        with suppress(SQLAlchemyError):
+            conn.close()
         own.dispose()
 
 

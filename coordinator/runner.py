@@ -244,6 +244,8 @@ def _follow_and_report(
         requeue_grace_s=settings.requeue_grace_s,
         health_check=services.health_check,
         db_outage_s=settings.db_outage_s,
+        stall_warn_s=settings.stall_warn_s,
+        stall_give_up_s=settings.stall_give_up_s,
     )
     results = aggregate_run(services.engine, run_id, config.folds)
     print_report(console, run_id, results, _header(config))

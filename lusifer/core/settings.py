@@ -90,6 +90,17 @@ class Settings(BaseSettings):
         description="How long workers and the coordinator ride out a database that refuses "
         "or drops connections, with backoff, before they give up (resume continues).",
     )
+    stall_warn_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds without any job moving before the coordinator says why it waits.",
+    )
+    stall_give_up_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Seconds without any worker on the run's queue before the coordinator "
+        "stops (exit 6; `lusifer resume` continues).",
+    )
     job_max_attempts: int = Field(
         default=12,
         ge=1,

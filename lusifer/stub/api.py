@@ -98,9 +98,12 @@ def _chat(state: StubState, config: StubConfig, raw: bytes) -> Reply:
         return error_reply(404, f"The model `{request.model}` does not exist", "model_not_found")
     fault, delay = state.draw(config)
     if fault in HTTP_FAULT_ERRORS:
-        reply = Reply(int(fault), {"error": HTTP_FAULT_ERRORS[fault]}, fault=fault, delay_s=delay)
+        status = 429 if fault == "retry_after_huge" else int(fault)
+        reply = Reply(status, {"error": HTTP_FAULT_ERRORS[fault]}, fault=fault, delay_s=delay)
         if fault == "429":
             reply.headers["Retry-After"] = "1"
+        if fault == "retry_after_huge":
+            reply.headers["Retry-After"] = "99999999"
         return reply
     if fault == "reset":
         return Reply(None, fault=fault, delay_s=delay)
@@ -113,6 +116,8 @@ def _chat(state: StubState, config: StubConfig, raw: bytes) -> Reply:
     body = completion(
         request, content, f"chatcmpl-stub-{uuid.uuid4().hex}", int(time.time()), cached
     )
+    if fault == "huge_usage":
+        body["usage"].update(completion_tokens=10**15, total_tokens=10**15, prompt_tokens="many")
     return Reply(200, body, fault=fault, delay_s=delay)
 
 

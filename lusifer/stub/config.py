@@ -18,8 +18,17 @@ FaultKind = Literal[
     "out_of_range",
     "missing_keys",
     "non_integer",
+    # Hostile answers, only when asked for (not in the default mix): a correct answer with a
+    # NUL character in its text, one whose usage block reports 10**15 tokens, and a 429 whose
+    # Retry-After asks for three years.
+    "nul_byte",
+    "huge_usage",
+    "retry_after_huge",
 ]
-FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+HOSTILE_FAULT_KINDS: tuple[FaultKind, ...] = ("nul_byte", "huge_usage", "retry_after_huge")
+FAULT_KINDS: tuple[FaultKind, ...] = tuple(
+    kind for kind in get_args(FaultKind) if kind not in HOSTILE_FAULT_KINDS
+)
 
 
 class StubConfig(BaseModel):

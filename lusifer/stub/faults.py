@@ -23,6 +23,11 @@ HTTP_FAULT_ERRORS: dict[str, JsonDict] = {
         "type": "server_error",
         "code": None,
     },
+    "retry_after_huge": {
+        "message": "Rate limit reached; come back in three years (stub fault).",
+        "type": "requests",
+        "code": "rate_limit_exceeded",
+    },
     "503": {
         "message": "The engine is currently overloaded, please try again later (stub fault).",
         "type": "server_error",
@@ -89,6 +94,10 @@ def corrupt(kind: FaultKind, answer: JsonDict) -> str:
         return text[: len(text) // 2]
     if kind == "prose":
         return f"Sure! Here are the ratings: {text} Hope this helps."
+    if kind == "nul_byte":
+        return "\x00" + text  # PostgreSQL stores no NUL in text
+    if kind == "huge_usage":
+        return text  # the answer is right; its usage block is not (see ``api._chat``)
     spoiled: JsonDict = json.loads(text)  # a deep copy, so the correct answer stays intact
     ratings = _rating_map(spoiled)
     keys = list(ratings)

@@ -1,0 +1,164 @@
+"""Liveness under everything at once: a two-fold run whose database connections are killed
+repeatedly and then refused for 12 s, whose worker is SIGKILLed, and whose LLM answers with
+NUL bytes, absurd usage blocks and a 429 asking to wait three years, *ends*, within a bound
+of the fault-free time, with every rating stored once, equal to the fault-free run's, exit 0,
+and no call paid twice. Real PostgreSQL, Redis, Celery worker processes and the stub."""
+
+from __future__ import annotations
+
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+from sqlmodel import Session, select
+
+from lusifer.core.errors import ExitCode
+from lusifer.store.engines import create_tables, get_engine
+from lusifer.store.tables import Job, JobState
+from lusifer.stub.audit import audit_run
+from tests.integration.services import (
+    PG_ADMIN,
+    VENV_BIN,
+    celery_workers,
+    postgres_schema,
+    run_cli,
+    service_env,
+    start_worker,
+    stop_processes,
+    stub_server,
+)
+from tests.integration.test_crash import (
+    FAST_RECOVERY,
+    _ratings,
+    _run_args,
+    _states,
+    _wait_until,
+)
+
+pytestmark = pytest.mark.integration
+# The admin connection goes to another database: `ALLOW_CONNECTIONS false` refuses everyone.
+ADMIN_OTHER_DB = PG_ADMIN.rsplit("/", 1)[0] + "/postgres"
+HOSTILE = ["nul_byte", "huge_usage", "retry_after_huge"]
+# A shared limiter, so that the three-year Retry-After also pauses it (for the capped 2 s).
+LIMITED = ["--rpm", "6000"]
+CHAOS_ENV = {**FAST_RECOVERY, "LUSIFER_MAX_WAIT_S": "2", "LUSIFER_DB_OUTAGE_S": "90"}
+
+
+def _terminate_test_connections() -> int:
+    with psycopg.connect(ADMIN_OTHER_DB, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = 'test' AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return len(rows)
+
+
+def _done(url: str, run_id: str) -> int:
+    """Jobs done, on a connection of its own (the pool's are terminated under us); -1 while
+    the database refuses connections."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with Session(engine) as session:
+            return len(
+                session.exec(
+                    select(Job.id).where(Job.run_id == run_id, Job.state == JobState.DONE)
+                ).all()
+            )
+    except OperationalError:
+        return -1
+    finally:
+        engine.dispose()
+
+
+def _allow_connections(allowed: bool) -> None:
+    with psycopg.connect(ADMIN_OTHER_DB, autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE test ALLOW_CONNECTIONS {str(allowed).lower()}")
+
+
+def test_a_run_ends_through_database_outages_kills_and_hostile_answers(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    run_id = f"chaos-{secrets.token_hex(3)}"
+    with (
+        stub_server() as stub,
+        postgres_schema("lusifer_chaosref") as reference_url,
+        postgres_schema("lusifer_chaos") as chaos_url,
+    ):
+        create_tables(get_engine(reference_url))
+        create_tables(get_engine(chaos_url))
+        started = time.monotonic()
+        ref_env = service_env(reference_url, f"chaosref-{secrets.token_hex(3)}", None)
+        with celery_workers(ref_env, tmp_path, count=1, threads=4):
+            reference = run_cli(_run_args(stub, run_id, data_dir), ref_env, tmp_path)
+        assert reference.returncode == 0, reference.stderr + reference.stdout
+        fault_free_s = time.monotonic() - started
+
+        stub.reset()
+        stub.configure(latency_s=0.3, fault_every_n=4, faults=HOSTILE)
+        env = service_env(chaos_url, f"chaos-{secrets.token_hex(3)}", None, **CHAOS_ENV)
+        done = lambda: _done(chaos_url, run_id)  # noqa: E731
+        log_path = tmp_path / "chaos-coordinator.log"
+        workers = [start_worker(env, tmp_path / f"chaos-{i}.log", threads=2) for i in range(2)]
+        started = time.monotonic()
+        terminated = 0
+        try:
+            with log_path.open("wb") as out:
+                coordinator = subprocess.Popen(
+                    [
+                        str(VENV_BIN / "lusifer"),
+                        *_run_args(stub, run_id, data_dir),
+                        "--rpm",
+                        "6000",
+                    ],
+                    env={**env, "COLUMNS": "160"},
+                    cwd=tmp_path,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            _wait_until(lambda: done() >= 2, "the first jobs are done")
+            for _ in range(3):  # connections dropped under everyone's feet, three times
+                terminated += _terminate_test_connections()
+                time.sleep(1.0)
+            target = done() + 2
+            _wait_until(lambda: done() >= target, "progress after the terminated connections")
+            _allow_connections(False)
+            try:
+                terminated += _terminate_test_connections()
+                time.sleep(12.0)  # the database refuses every connection meanwhile
+            finally:
+                _allow_connections(True)
+            target = done() + 2
+            _wait_until(lambda: done() >= target, "progress after the refused connections")
+            workers[0].send_signal(signal.SIGKILL)
+            workers[0].wait(10)
+            workers.append(start_worker(env, tmp_path / "chaos-new.log", threads=2))
+            bound_s = 3 * fault_free_s + 150
+            coordinator.wait(timeout=bound_s)
+            chaos_s = time.monotonic() - started
+        finally:
+            _allow_connections(True)
+            stop_processes(workers)
+        text = log_path.read_text(errors="replace")
+        print(
+            f"\nfault-free run {fault_free_s:.1f} s; chaos run {chaos_s:.1f} s (bound "
+            f"{bound_s:.0f} s), {terminated} connections terminated"
+        )
+        assert coordinator.returncode == ExitCode.OK, text
+        assert "database unreachable" in text and "database reachable again" in text, text
+        assert "Traceback" not in text
+        for url in (chaos_url, reference_url):
+            get_engine(url).dispose()  # their pools hold connections terminated above
+        states = _states(chaos_url, run_id)
+        assert set(states) == {JobState.DONE}, states
+        chaos, clean = _ratings(chaos_url, run_id), _ratings(reference_url, run_id)
+        assert chaos == clean and None not in chaos.values()
+        audit = audit_run(get_engine(chaos_url), run_id, stub.requests())
+        assert audit.lost_results == 0 and audit.duplicated_results == 0
+        assert audit.repeated_successful_calls == 0
