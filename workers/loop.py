@@ -53,6 +53,7 @@ from lusifer.execute.sync_jobs import JobOutcome
 from lusifer.llm import AsyncChatModel, AsyncOpenAICompatibleModel
 from lusifer.llm.endpoints import api_key, resolve_base_url
 from lusifer.llm.ratelimit import RateLimiter, limiter_key, redis_for_broker
+from lusifer.llm.waits import stop_waiting
 from lusifer.store.async_db import AsyncDatabase, open_database
 from lusifer.store.engines import get_engine
 from lusifer.store.jobs import release_job, requeue_job
@@ -225,6 +226,13 @@ def _warm_up_on_start(**_: Any) -> None:
         worker_loop().warm_up(get_settings())
     except Exception as err:  # a database down at start is met again, and reported, by the jobs
         log.warning("could not open the database pool at start: %s", err)
+
+
+@signals.worker_shutting_down.connect  # type: ignore[untyped-decorator]
+def _stop_waits(**_: Any) -> None:
+    # A warm shutdown waits for the running jobs: those asleep in a backoff, a Retry-After
+    # or a limiter pause hand themselves back now rather than hold the worker for minutes.
+    stop_waiting()
 
 
 @signals.worker_shutdown.connect  # type: ignore[untyped-decorator]

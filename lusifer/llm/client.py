@@ -35,6 +35,7 @@ from lusifer.llm.failures import (
 )
 from lusifer.llm.ratelimit import Grant, RateLimiter, jittered
 from lusifer.llm.request import ChatRequest, ChatResult, T, limiter_tokens, request_body
+from lusifer.llm.waits import async_sleep
 
 
 class OpenAIEndpoint:
@@ -293,4 +294,4 @@ async def _acquire(limiter: RateLimiter, tokens: int) -> Grant:
         grant, wait_s = await asyncio.to_thread(limiter.try_acquire, tokens)
         if grant is not None:
             return grant
-        await asyncio.sleep(jittered(wait_s))
+        await async_sleep(jittered(wait_s))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import openai
 from tenacity import (
+    AsyncRetrying,
     BaseRetrying,
     RetryCallState,
     Retrying,
@@ -26,6 +27,7 @@ from lusifer.core.redaction import redact
 from lusifer.core.settings import get_settings
 from lusifer.llm.ratelimit import Grant, RateLimiter
 from lusifer.llm.request import ChatResult, result_of_json
+from lusifer.llm.waits import async_sleep, sleep
 
 log = logging.getLogger("lusifer.llm")
 RetryingT = TypeVar("RetryingT", bound=BaseRetrying)
@@ -138,11 +140,14 @@ def transient_retry_policy(kind: type[RetryingT], attempts: int, backoff_max_s: 
 
     The sync and the asyncio clients both build their retries here, so they cannot drift apart.
     """
+    # Sleeps a warm shutdown cuts short: a worker told to stop does not sit out a backoff.
+    sleeper: Any = async_sleep if issubclass(kind, AsyncRetrying) else sleep
     return kind(
         retry=retry_if_exception_type(TransientLLMError),
         wait=_BackoffHonouringRetryAfter(backoff_max_s),
         stop=stop_after_attempt(attempts),
         reraise=True,
+        sleep=sleeper,
     )
 
 

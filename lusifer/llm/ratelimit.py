@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import redis
 
 from lusifer.core.config import RateLimits
+from lusifer.llm.waits import sleep as interruptible_sleep
 
 # KEYS: grants (zset id -> ms), tokens (hash id -> tokens), token total, paused-until (ms).
 # ARGV: window ms, max requests (0: none), max tokens (0: none), tokens asked, grant id, the
@@ -168,7 +168,7 @@ class RateLimiter:
             grant, wait_s = self.try_acquire(tokens)
             if grant is not None:
                 return grant
-            time.sleep(jittered(wait_s))
+            interruptible_sleep(jittered(wait_s))
 
     def settle(self, grant: Grant, tokens: int) -> None:
         """Replace a grant's estimated tokens by the real usage."""
