@@ -9,7 +9,7 @@ from functools import lru_cache
 
 from celery import Celery, Task
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from lusifer.core.config import LLMConfig, RateLimits
 from lusifer.core.errors import (
@@ -21,6 +21,7 @@ from lusifer.core.settings import Settings, get_settings
 from lusifer.env.dynamics import execute_env_request
 from lusifer.env.store import fail_request, set_state
 from lusifer.evaluate.baseline_jobs import execute_baseline_job
+from lusifer.execute.settle import describe_unexpected
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.llm.endpoints import api_key, resolve_base_url
 from lusifer.llm.ratelimit import RateLimiter, limiter_key, redis_for_broker
@@ -146,9 +147,15 @@ def run_env_request(task: Task, request_id: str) -> str:
     """Run one environment reset or step; transient LLM failures hand it back to the queue."""
     settings = get_settings()
     engine = _engine(settings)
-    set_state(engine, [request_id], JobState.RUNNING)
     try:
+        set_state(engine, [request_id], JobState.RUNNING)
         return execute_env_request(engine, request_id, lambda config: model_for(config, settings))
+    except (OperationalError, InterfaceError) as err:
+        # The database is away: keep the message (its retry is published again) rather than
+        # let the task fail and the environment wait for a step nobody runs.
+        log.warning("environment step %s waits for the database: %s", request_id, err)
+        delay = min(30.0, 2.0 * (task.request.retries + 1)) * random.uniform(0.75, 1.25)
+        raise task.retry(countdown=delay, max_retries=None) from None
     except TransientLLMError as err:
         if task.request.retries >= settings.job_max_retries:
             fail_request(engine, request_id, err)
@@ -163,6 +170,12 @@ def run_env_request(task: Task, request_id: str) -> str:
         ) from None
     except LusiferError as err:
         fail_request(engine, request_id, err)
+        return JobState.FAILED
+    except Exception as err:
+        # Nobody anticipated it: the step fails naming it, and the environment raises it,
+        # rather than wait for a step left running.
+        log.exception("environment step %s raised unexpected", request_id)
+        fail_request(engine, request_id, LusiferError(describe_unexpected(err)))
         return JobState.FAILED
 
 

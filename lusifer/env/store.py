@@ -24,6 +24,7 @@ from lusifer.core.errors import (
     ServiceError,
     TransientLLMError,
 )
+from lusifer.core.redaction import redact
 from lusifer.data import Dataset
 from lusifer.env.config import EnvConfig
 from lusifer.method.prompts import PromptSet
@@ -186,7 +187,7 @@ def fail_request(engine: Engine, rid: str, err: Exception) -> None:
             .where(col(EnvStepRequest.id) == rid)
             .values(
                 state=JobState.FAILED,
-                error=str(err) or type(err).__name__,
+                error=redact(str(err) or type(err).__name__),
                 error_kind=error_kind(err),
                 raw_output=raw,
                 updated_at=utcnow(),
@@ -302,17 +303,36 @@ def unfinished(engine: Engine, ids: Iterable[str]) -> list[str]:
 
 def wait_for(engine: Engine, ids: Sequence[str], timeout_s: float, where: str) -> None:
     """Poll the database until every request is finished; fail after ``timeout_s``."""
+    left = wait_some(engine, ids, timeout_s)
+    if left:
+        raise ServiceError(
+            f"{len(left)} environment steps (e.g. {left[0]}) were not finished within "
+            f"{timeout_s:.0f} s; check that workers are running on {where}"
+        )
+
+
+def wait_some(engine: Engine, ids: Sequence[str], timeout_s: float) -> list[str]:
+    """Poll until every request is finished or ``timeout_s`` passed; what is left."""
     deadline = time.monotonic() + timeout_s
     pause = 0.01
     left = list(ids)
     while left:
         left = unfinished(engine, left)
-        if not left:
-            return
-        if time.monotonic() > deadline:
-            raise ServiceError(
-                f"{len(left)} environment steps (e.g. {left[0]}) were not finished within "
-                f"{timeout_s:.0f} s; check that workers are running on {where}"
-            )
+        if not left or time.monotonic() > deadline:
+            return left
         time.sleep(pause)
         pause = min(0.05, pause * 1.5)
+    return left
+
+
+def still_queued(engine: Engine, ids: Sequence[str]) -> list[str]:
+    """The requests among ``ids`` that no worker has taken (their message may be lost)."""
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(EnvStepRequest.id).where(
+                    col(EnvStepRequest.id).in_(list(ids)),
+                    EnvStepRequest.state == JobState.QUEUED,
+                )
+            ).all()
+        )

@@ -92,3 +92,34 @@ def test_a_permanent_error_fails_at_once(engine: Engine) -> None:
         assert run_env_request(FakeTask(0), rid) == "failed"  # type: ignore[arg-type]
     row = _row(engine, rid)
     assert row.error_kind == "permanent" and "key" in (row.error or "")
+
+
+def test_an_unexpected_error_fails_the_step_naming_it(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*_: Any, **__: Any) -> str:
+        raise KeyError("a bug nobody anticipated")
+
+    with StubServer(StubConfig()) as stub:
+        rid = _reset_request(engine, stub.base_url, "bug")
+        monkeypatch.setattr("workers.tasks.execute_env_request", explode)
+        assert run_env_request(FakeTask(0), rid) == "failed"  # type: ignore[arg-type]
+    row = _row(engine, rid)
+    assert row.state == "failed"
+    assert row.error is not None and "unexpected KeyError" in row.error
+
+
+def test_a_database_away_keeps_the_message(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    def refused(*_: Any, **__: Any) -> None:
+        raise OperationalError("UPDATE", None, ConnectionRefusedError("database is down"))
+
+    with StubServer(StubConfig()) as stub:
+        rid = _reset_request(engine, stub.base_url, "dbdown")
+        monkeypatch.setattr("workers.tasks.set_state", refused)
+        task = FakeTask(0)
+        with pytest.raises(_Retry):
+            run_env_request(task, rid)  # type: ignore[arg-type]
+    # Retried without a cap of Celery's: the outage, not a count, decides when it runs.
+    assert task.retried[0]["max_retries"] is None and task.retried[0]["countdown"] > 0
