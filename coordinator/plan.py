@@ -7,7 +7,6 @@ failed plan leaves nothing half-written.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, text
 from lusifer.core.config import RunConfig
 from lusifer.core.errors import DataError
 from lusifer.data import Dataset, Fold, Rating
+from lusifer.method.history import history_batches
 from lusifer.method.prompts import PromptSet
 from lusifer.store.engines import session_scope, upsert
 from lusifer.store.job_ids import ProfileInputs, RatingInputs, profile_job_id, rating_job_id
@@ -42,11 +42,6 @@ class Plan:
     def count(self, kind: str) -> int:
         """Number of jobs of a kind."""
         return sum(1 for job in self.jobs if job["kind"] == kind)
-
-
-def _batches(history: Sequence[Rating], size: int) -> list[list[tuple[int, int]]]:
-    pairs = [(r.item_id, r.rating) for r in history]
-    return [pairs[i : i + size] for i in range(0, len(pairs), size)]
 
 
 def select_users(dataset: Dataset, fold: Fold, config: RunConfig) -> list[int]:
@@ -115,7 +110,9 @@ def _plan_user(
 ) -> None:
     profile_id = profile_job_id(run_id, fold, user_id)
     profile_inputs = ProfileInputs(
-        batches=_batches(history[-config.profile_history :], config.profile_batch)
+        batches=history_batches(
+            [(r.item_id, r.rating) for r in history], config.profile_history, config.profile_batch
+        )
     )
     plan.jobs.append(
         _job(

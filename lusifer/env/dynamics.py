@@ -33,6 +33,7 @@ from lusifer.env.config import EnvConfig, parse_env_config
 from lusifer.env.store import RESET, fail_request
 from lusifer.llm import ChatModel
 from lusifer.method.dialogues import ItemToRate, RatedItem, build_profile, profile_step, rate_items
+from lusifer.method.history import history_batches
 from lusifer.method.prompts import PromptSet
 from lusifer.method.schemas import ProfileAnswer
 from lusifer.store.call_cache import CallContext, RecordedModel
@@ -189,11 +190,8 @@ def _reset(
             "call_key": stored.call_key,
         }
     else:
-        tail = _history(episode)[-config.profile_history :]
-        batches = [
-            [RatedItem(i, ctx.item_info[i], r) for i, r in tail[n : n + config.profile_batch]]
-            for n in range(0, len(tail), config.profile_batch)
-        ]
+        cut = history_batches(_history(episode), config.profile_history, config.profile_batch)
+        batches = [[RatedItem(i, ctx.item_info[i], r) for i, r in batch] for batch in cut]
         steps = build_profile(
             model,
             ctx.prompts,
@@ -204,7 +202,7 @@ def _reset(
         last = steps[-1]
         profile = {
             "source": "built",
-            "item_ids_json": json.dumps([i for i, _ in tail]),
+            "item_ids_json": json.dumps([i for batch in cut for i, _ in batch]),
             "profile": last.profile,
             "explanation": last.explanation,
             "call_key": last.call_key,
