@@ -174,7 +174,11 @@ async def finish_job_async(
 async def finish_and_take_followups_async(
     db: AsyncDatabase, job_id: str, *, reasks: int
 ) -> list[Job]:
-    """``finish_and_take_followups`` from the event loop."""
+    """Mark a job done and claim the pending jobs that waited for it, atomically.
+
+    The caller runs them itself. The claim is the same conditional UPDATE as the queue's, so
+    the coordinator's sweep, which may see them ready at the same moment, cannot take them too.
+    """
     params = {"job_id": job_id, "reasks": reasks, "now": utcnow()}
     if db.engine.dialect.name == "postgresql":
         return followup_jobs(await db.all(FINISH_AND_TAKE_FOLLOWUPS, params))
@@ -185,5 +189,9 @@ async def finish_and_take_followups_async(
 
 
 async def still_held_async(db: AsyncDatabase, job: Job) -> bool:
-    """``still_held`` from the event loop."""
+    """Renew the lease of a job claimed earlier, if nobody took it since; say whether it was.
+
+    A job handed back after its lease ran out and claimed again has more attempts than the
+    copy of it its first holder kept.
+    """
     return await db.first(STILL_HELD, still_held_params(job)) is not None

@@ -254,37 +254,9 @@ STILL_HELD = (
 )
 
 
-def finish_and_take_followups(engine: Engine, job_id: str, *, reasks: int) -> list[Job]:
-    """Mark a job done and claim the pending jobs that waited for it, in one transaction.
-
-    The caller runs them itself. The claim is the same conditional UPDATE as the queue's, so
-    the coordinator's sweep, which may see them ready at the same moment, cannot take them too.
-    """
-    params = {"job_id": job_id, "reasks": reasks, "now": utcnow()}
-    if engine.dialect.name == "postgresql":
-        with autocommit(engine).connect() as conn:
-            rows = conn.execute(FINISH_AND_TAKE_FOLLOWUPS, params).all()
-        return followup_jobs([row._mapping for row in rows])
-    with engine.begin() as conn:
-        conn.execute(FINISH_DONE, params)
-        rows = conn.execute(TAKE_FOLLOWUPS, params).all()
-    return followup_jobs([row._mapping for row in rows])
-
-
 def followup_jobs(rows: Sequence[Mapping[Any, Any]]) -> list[Job]:
     """The jobs ``TAKE_FOLLOWUPS`` returned, in chunk order."""
     return sorted((Job(**row) for row in rows), key=lambda j: j.chunk)
-
-
-def still_held(engine: Engine, job: Job) -> bool:
-    """Renew the lease of a job claimed earlier, if nobody took it since; say whether it was.
-
-    A job handed back after its lease ran out and claimed again has more attempts than the
-    copy of it its first holder kept.
-    """
-    with autocommit(engine).connect() as conn:
-        row = conn.execute(STILL_HELD, still_held_params(job)).first()
-    return row is not None
 
 
 def still_held_params(job: Job) -> dict[str, Any]:

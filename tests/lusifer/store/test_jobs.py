@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 
@@ -9,13 +10,13 @@ import pytest
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
+from lusifer.execute.async_jobs import finish_and_take_followups_async, still_held_async
+from lusifer.store.async_db import open_database
 from lusifer.store.engines import create_tables, get_engine, session_scope, upsert
 from lusifer.store.jobs import (
     claim_job,
-    finish_and_take_followups,
     finish_job,
     release_stale,
-    still_held,
     take_for_queue,
 )
 from lusifer.store.tables import Job, JobState, utcnow
@@ -122,27 +123,36 @@ def _add_profile_job(engine: Engine) -> None:
         )
 
 
+def _finish_and_take(engine: Engine, job_id: str) -> list[Job]:
+    # The workers' own (asyncio) path, on SQLite's threaded twin of the engine.
+    return asyncio.run(finish_and_take_followups_async(open_database(engine, 1), job_id, reasks=2))
+
+
+def _still_held(engine: Engine, job: Job) -> bool:
+    return asyncio.run(still_held_async(open_database(engine, 1), job))
+
+
 def test_a_finished_profile_job_takes_its_waiting_rating_jobs_once(engine: Engine) -> None:
     _add_profile_job(engine)
     assert claim_job(engine, "r/f/1/profile", lease_s=60) is not None
     # One rating job was already handed to the queue by the coordinator: not taken again.
     take_for_queue(engine, ["r/f/1/rating/1"], [JobState.PENDING])
 
-    taken = finish_and_take_followups(engine, "r/f/1/profile", reasks=2)
+    taken = _finish_and_take(engine, "r/f/1/profile")
 
     assert [job.id for job in taken] == ["r/f/1/rating/0", "r/f/1/rating/2"]
     assert all(job.state == JobState.RUNNING and job.attempts == 1 for job in taken)
     assert _state(engine, "r/f/1/profile") == JobState.DONE
     assert _state(engine, "r/f/1/rating/1") == JobState.QUEUED
-    assert finish_and_take_followups(engine, "r/f/1/profile", reasks=2) == []
+    assert _finish_and_take(engine, "r/f/1/profile") == []
 
 
 def test_a_job_handed_out_again_is_no_longer_held_by_its_first_holder(engine: Engine) -> None:
     first = claim_job(engine, "r/f/1/rating/0", lease_s=60)
-    assert first is not None and still_held(engine, first)
+    assert first is not None and _still_held(engine, first)
     _age(engine, "r/f/1/rating/0", 120)
     assert release_stale(engine, "r", lease_s=60) == 1
     second = claim_job(engine, "r/f/1/rating/0", lease_s=60)
     assert second is not None
-    assert not still_held(engine, first)
-    assert still_held(engine, second)
+    assert not _still_held(engine, first)
+    assert _still_held(engine, second)
