@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 from celery import signals
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from lusifer.core.config import LLMConfig
 from lusifer.core.errors import (
@@ -62,6 +63,8 @@ from lusifer.store.tables import Job, JobKind, JobState, RunStatus
 from workers.slots import PrioritySlots, concurrency
 
 log = logging.getLogger("lusifer.worker")
+# A database that went away or is too busy to give a connection: ridden out, not a job's fault.
+DATABASE_AWAY = (OperationalError, InterfaceError, PoolTimeoutError)
 # What a task reports when the database stayed away past LUSIFER_DB_OUTAGE_S: the job's lease
 # hands it back once the database answers again.
 LEFT_TO_LEASE = "left to its lease: database unavailable"
@@ -251,7 +254,7 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
     db = runner.database(settings)
     try:
         claimed = await claim_job_async(db, job_id, settings.job_lease_s)
-    except OperationalError as err:
+    except DATABASE_AWAY as err:
         # The database is away as the message arrives: keep the message (a countdown retry
         # publishes it again) rather than let the task fail and its message be acked away.
         reason = str(err).splitlines()[0]
@@ -288,7 +291,7 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
         # Queued until the countdown ends: the coordinator does not take it for lost before.
         await _ride_out(db, partial(requeue_job, job_id=job_id, error=str(err), due_in_s=countdown))
         return Retry(countdown, str(err))
-    except OperationalError as err:
+    except DATABASE_AWAY as err:
         # The database went away (a restart breaks the pooled connections). Hand the job
         # back and try again shortly; if the database is still away, its lease hands it back.
         reason = str(err).splitlines()[0]
@@ -327,7 +330,7 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
                 await _ride_out(db, partial(fail_dependents, job_id=job_id))
             return state
         followups = await finish_and_take_followups_async(db, job_id, reasks=outcome.reasks)
-    except OperationalError as err:
+    except DATABASE_AWAY as err:
         # Its calls are recorded: run again, it finds every answer in the call cache.
         reason = str(err).splitlines()[0]
         log.warning("job %s could not be finished, handing it back: %s", job_id, reason)
@@ -377,7 +380,7 @@ async def _rate_one(
         await _ride_out(db, partial(release_job, job_id=job.id))
     except LusiferError as err:
         await _ride_out(db, partial(settle_error, job=job, err=err))
-    except OperationalError as err:
+    except DATABASE_AWAY as err:
         # The database went away: hand the chunk back now if it can be reached; otherwise its
         # lease hands it back. The other chunks go on.
         log.warning("rating job %s met a database error: %s", job.id, str(err).splitlines()[0])
@@ -408,7 +411,7 @@ async def _ride_out(db: AsyncDatabase, call: Callable[[Engine], T]) -> T | None:
     while True:
         try:
             return await db.run_sync(call)
-        except OperationalError as err:
+        except DATABASE_AWAY as err:
             if time.monotonic() + delay > deadline:
                 log.warning("database still away, leaving the job to its lease: %s", err)
                 return None

@@ -8,11 +8,17 @@ threads did work, and every answer waited for it before the next request could g
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 from lusifer.core.errors import OutputValidationError
+from lusifer.core.settings import get_settings
 from lusifer.execute.sync_jobs import (
     MISSING_PROFILE,
     STORE_RATING,
@@ -50,6 +56,8 @@ from lusifer.store.tables import Job, utcnow
 # Held around each call (lookup, budget check, call, record): a worker's cap on calls in flight.
 AsyncCallGate = Callable[[ChatRequest], AbstractAsyncContextManager[None]]
 
+log = logging.getLogger("lusifer.worker")
+
 
 class AsyncRecordedModel:
     """``RecordedModel`` for the event loop: cached, recorded, committed before it is used."""
@@ -84,8 +92,26 @@ class AsyncRecordedModel:
             await self._record(*self.book.hit(key))
             return cached
         result = await self._model.complete(request)
-        await self._record(*self.book.new_call(request, canonical, key, result))
+        await self._record_new(*self.book.new_call(request, canonical, key, result))
         return result
+
+    async def _record_new(self, present: tuple[str, ...], params: dict[str, Any]) -> None:
+        """Record a call just paid for, riding out a short database outage.
+
+        Handing the job back instead would pay for the same answer again on its next run.
+        """
+        deadline = time.monotonic() + get_settings().db_outage_s
+        delay = 0.5
+        while True:
+            try:
+                await self._record(present, params)
+                return
+            except (OperationalError, InterfaceError) as err:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("recording a call waits for the database: %s", err)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
 
     async def _record(self, present: tuple[str, ...], params: dict[str, Any]) -> None:
         if self._dialect == "postgresql":

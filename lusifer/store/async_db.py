@@ -269,23 +269,48 @@ class _ThreadedConnection(AsyncConnection):
 
 
 class ThreadedDatabase(AsyncDatabase):
-    """The blocking engine, one statement at a time in a thread."""
+    """The blocking engine in threads, one statement or transaction at a time per process.
+
+    SQLite has one writer at a time. With 80 calls in flight a worker's statements queued on
+    the file's lock inside their pooled connections until the pool ran dry ("QueuePool limit
+    reached") and the coordinator's own writes timed out ("database is locked"). Taking turns
+    here keeps one connection of this process at the file at a time; the busy timeout only
+    arbitrates between processes.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self._turns: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    def _turn(self) -> asyncio.Lock:
+        # One lock per event loop: a lock waited on in one loop cannot be used in another.
+        loop = asyncio.get_running_loop()
+        if self._turns is None or self._turns[0] is not loop:
+            self._turns = (loop, asyncio.Lock())
+        return self._turns[1]
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[AsyncConnection]:
-        conn = await asyncio.to_thread(autocommit(self.engine).connect)
-        try:
-            yield _ThreadedConnection(conn)
-        finally:
-            await asyncio.to_thread(conn.close)
+        async with self._turn():
+            conn = await asyncio.to_thread(autocommit(self.engine).connect)
+            try:
+                yield _ThreadedConnection(conn)
+            finally:
+                await asyncio.to_thread(conn.close)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
-        conn = await asyncio.to_thread(self.engine.connect)
-        try:
-            await asyncio.to_thread(conn.begin)
-            yield _ThreadedConnection(conn)
-            await asyncio.to_thread(conn.commit)
-        finally:
-            # Rolls back what was not committed.
-            await asyncio.to_thread(conn.close)
+        async with self._turn():
+            conn = await asyncio.to_thread(self.engine.connect)
+            try:
+                await asyncio.to_thread(conn.begin)
+                yield _ThreadedConnection(conn)
+                await asyncio.to_thread(conn.commit)
+            finally:
+                # Rolls back what was not committed.
+                await asyncio.to_thread(conn.close)
+
+    async def run_sync(self, work: Callable[[Engine], T]) -> T:
+        """``work(engine)`` in a thread, in turn with this process's other statements."""
+        async with self._turn():
+            return await asyncio.to_thread(work, self.engine)

@@ -36,6 +36,7 @@ def _engine(url: str) -> Engine:
         if url.startswith("sqlite"):
             engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
             event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
         else:
             settings = get_settings()
             # No ping before each checkout: it was a round trip more for every statement a
@@ -75,6 +76,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    # pysqlite begins transactions DEFERRED: one that reads, then writes, must upgrade its
+    # lock, and SQLite refuses the upgrade at once ("database is locked", no busy wait) when
+    # another process wrote in between. Taking the write lock first makes it wait its turn.
+    if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def redact_url(url: str) -> str:

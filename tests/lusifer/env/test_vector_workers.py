@@ -167,7 +167,8 @@ def test_a_vector_step_of_16_users_costs_about_one_llm_latency(
 ) -> None:
     latency, users = 1.0, 16
     queue = f"env-{secrets.token_hex(4)}"
-    config = _config("", max_steps=10, update_every=100, profile_history=10)
+    # The stub starts below; its URL replaces this placeholder.
+    config = _config("http://stub.invalid/v1", max_steps=10, update_every=100, profile_history=10)
     with (
         stub_server("--latency", str(latency)) as stub,
         celery_workers(service_env(database_url, queue, None), tmp_path, count=2, threads=8),
