@@ -16,6 +16,7 @@ from rich.progress import (
     ProgressColumn,
     SpinnerColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -142,6 +143,94 @@ class _RateColumn(ProgressColumn):
         return Text("–/s" if speed is None else f"{speed:.2f}/s", style="progress.data.speed")
 
 
+@dataclass
+class _Rounds:
+    """One round of following a run: sweep, stop conditions, sending, progress."""
+
+    engine: Engine
+    run_id: str
+    dispatcher: _Dispatcher
+    watch: StallWatch
+    progress: Progress
+    bars: dict[JobKind, TaskID]
+    lease_s: float
+    cap_grace_s: float
+    last_sweep: float = 0.0
+    capped_at: float | None = None
+
+    def one(self) -> bool:
+        """Run one round; True when every job of the run has ended."""
+        engine, run_id = self.engine, self.run_id
+        if time.monotonic() - self.last_sweep > min(60.0, self.lease_s / 4):
+            # Jobs orphaned by a dead worker go back to pending and are sent again.
+            release_stale(engine, run_id, self.lease_s)
+            self.last_sweep = time.monotonic()
+        with Session(engine) as session:
+            run = session.get(Run, run_id)
+            if run is not None and run.status == RunStatus.FAILED:
+                raise RunStopped(f"run {run_id} stopped: {run.error}")
+        capped = run is not None and over_budget(run)
+        if not capped:
+            self.dispatcher.tick()
+            self.watch.check()
+        counts = job_counts(engine, run_id)
+        unfinished = 0
+        for kind, bar in self.bars.items():
+            states = counts.get(kind, {})
+            total = sum(states.values())
+            finished = states.get(JobState.DONE, 0) + states.get(JobState.FAILED, 0)
+            unfinished += total - finished
+            failed = states.get(JobState.FAILED, 0)
+            self.progress.update(bar, total=total, completed=finished, failed=failed)
+        if unfinished == 0:
+            set_run_status(engine, run_id, RunStatus.DONE)
+            return True
+        if capped:
+            self._stop_at_cap(counts, unfinished)
+        return False
+
+    def _stop_at_cap(self, counts: dict[str, dict[str, int]], unfinished: int) -> None:
+        self.capped_at = self.capped_at or time.monotonic()
+        running = sum(c.get(JobState.RUNNING, 0) for c in counts.values())
+        queued = sum(c.get(JobState.QUEUED, 0) for c in counts.values())
+        # Stop once the calls in flight have landed and the workers have handed back the jobs
+        # still queued (or have had time to); the rest waits for a higher cap.
+        if running == 0 and (queued == 0 or time.monotonic() - self.capped_at > self.cap_grace_s):
+            set_run_status(self.engine, self.run_id, RunStatus.CAPPED)
+            raise CostCapReached(_cap_message(self.engine, self.run_id, unfinished))
+
+
+@dataclass
+class _DatabaseOutage:
+    """Rides out a database restart or a short outage with a yellow line, as for the broker;
+    past the window the command stops (``resume`` goes on)."""
+
+    console: Console
+    window_s: float
+    down_since: float | None = None
+
+    def ride_out(self, err: Exception) -> float:
+        """Note a failed round; the seconds to wait before the next, or re-raise past the window."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
+            self.console.print(
+                f"[yellow]database unreachable ({escape(reason)}); retrying for up to "
+                f"{self.window_s:g} s[/]"
+            )
+        elif now - self.down_since > self.window_s:
+            raise err
+        return min(5.0, 0.5 + (now - self.down_since) / 4)
+
+    def over(self) -> None:
+        """Note a round that reached the database."""
+        if self.down_since is not None:
+            elapsed = time.monotonic() - self.down_since
+            self.console.print(f"[green]database reachable again[/] after {elapsed:.0f} s")
+            self.down_since = None
+
+
 def follow(
     engine: Engine,
     app: Celery,
@@ -188,66 +277,16 @@ def follow(
             kind: progress.add_task(label, total=None, failed=0)
             for kind, label in ((JobKind.PROFILE, "profiles"), (JobKind.RATING, "ratings"))
         }
-        last_sweep = 0.0
-        capped_at: float | None = None
-        db_down_since: float | None = None
+        rounds = _Rounds(engine, run_id, dispatcher, watch, progress, bars, lease_s, cap_grace_s)
+        outage = _DatabaseOutage(console, db_outage_s)
         while True:
             try:
-                if time.monotonic() - last_sweep > min(60.0, lease_s / 4):
-                    # Jobs orphaned by a dead worker go back to pending and are sent again.
-                    release_stale(engine, run_id, lease_s)
-                    last_sweep = time.monotonic()
-                with Session(engine) as session:
-                    run = session.get(Run, run_id)
-                    if run is not None and run.status == RunStatus.FAILED:
-                        raise RunStopped(f"run {run_id} stopped: {run.error}")
-                capped = run is not None and over_budget(run)
-                if not capped:
-                    dispatcher.tick()
-                    watch.check()
-                counts = job_counts(engine, run_id)
-                unfinished = 0
-                for kind, bar in bars.items():
-                    states = counts.get(kind, {})
-                    total = sum(states.values())
-                    finished = states.get(JobState.DONE, 0) + states.get(JobState.FAILED, 0)
-                    unfinished += total - finished
-                    progress.update(
-                        bar, total=total, completed=finished, failed=states.get(JobState.FAILED, 0)
-                    )
-                if unfinished == 0:
-                    set_run_status(engine, run_id, RunStatus.DONE)
+                if rounds.one():
                     return
-                if capped:
-                    capped_at = capped_at or time.monotonic()
-                    running = sum(c.get(JobState.RUNNING, 0) for c in counts.values())
-                    queued = sum(c.get(JobState.QUEUED, 0) for c in counts.values())
-                    # Stop once the calls in flight have landed and the workers have handed back
-                    # the jobs still queued (or have had time to); the rest waits for a higher cap.
-                    if running == 0 and (queued == 0 or time.monotonic() - capped_at > cap_grace_s):
-                        set_run_status(engine, run_id, RunStatus.CAPPED)
-                        raise CostCapReached(_cap_message(engine, run_id, unfinished))
                 if health_check is not None:
                     health_check()
             except DATABASE_ERRORS as err:
-                # A database restart or a short outage: ride it out with a yellow line, as
-                # for the broker; past the window the command stops and `resume` goes on.
-                now = time.monotonic()
-                if db_down_since is None:
-                    db_down_since = now
-                    reason = " ".join(str(getattr(err, "orig", None) or err).split())[:200]
-                    console.print(
-                        f"[yellow]database unreachable ({escape(reason)}); retrying for up to "
-                        f"{db_outage_s:g} s[/]"
-                    )
-                elif now - db_down_since > db_outage_s:
-                    raise
-                time.sleep(min(5.0, 0.5 + (now - db_down_since) / 4))
+                time.sleep(outage.ride_out(err))
                 continue
-            if db_down_since is not None:
-                console.print(
-                    f"[green]database reachable again[/] after "
-                    f"{time.monotonic() - db_down_since:.0f} s"
-                )
-                db_down_since = None
+            outage.over()
             time.sleep(poll_s)

@@ -57,7 +57,7 @@ from lusifer.llm.ratelimit import RateLimiter, limiter_key, redis_for_broker
 from lusifer.llm.waits import stop_waiting
 from lusifer.store.async_db import AsyncDatabase, open_database
 from lusifer.store.engines import get_engine
-from lusifer.store.jobs import release_job, requeue_job
+from lusifer.store.jobs import finish_job, release_job, requeue_job
 from lusifer.store.runs import RunContext, load_run_context
 from lusifer.store.tables import Job, JobKind, JobState, RunStatus
 from workers.slots import PrioritySlots, concurrency
@@ -279,49 +279,8 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
             outcome = await execute_profile_job_async(db, job, ctx, model, gate=gate)
         else:
             outcome = await execute_rating_job_async(db, job, ctx, model, gate=gate)
-    except TransientLLMError as err:
-        if retries >= settings.job_max_retries:
-            await finish_job_async(
-                db, job_id, JobState.FAILED, error=f"gave up after retries: {err}"
-            )
-            await _ride_out(db, partial(fail_dependents, job_id=job_id))
-            return JobState.FAILED
-        delay = min(300.0, (2**retries) * 2.0) * random.uniform(0.5, 1.5)
-        countdown = max(delay, err.retry_after or 0.0)
-        # Queued until the countdown ends: the coordinator does not take it for lost before.
-        await _ride_out(db, partial(requeue_job, job_id=job_id, error=str(err), due_in_s=countdown))
-        return Retry(countdown, str(err))
-    except DATABASE_AWAY as err:
-        # The database went away (a restart breaks the pooled connections). Hand the job
-        # back and try again shortly; if the database is still away, its lease hands it back.
-        reason = str(err).splitlines()[0]
-        log.warning("job %s met a database error, retrying: %s", job_id, reason)
-        await _ride_out(
-            db, partial(requeue_job, job_id=job_id, error="database unavailable", due_in_s=5.0)
-        )
-        return Retry(5.0, reason)
-    except LusiferError as err:
-        state = await _ride_out(db, partial(settle_error, job=job, err=err)) or LEFT_TO_LEASE
-        if job.kind == JobKind.PROFILE and state == JobState.FAILED:
-            await _ride_out(db, partial(fail_dependents, job_id=job_id))
-        return state
-    except Exception as err:
-        # Nobody anticipated it: a few attempts, then the job fails with it; never a job
-        # left running for ever behind "0 failed".
-        log.exception("job %s raised unexpected", job_id)
-        settled = await _ride_out(
-            db,
-            partial(
-                settle_unexpected,
-                job=job,
-                err=err,
-                max_unexpected=settings.job_max_unexpected,
-                to_queue=True,
-            ),
-        )
-        if settled == "retry":
-            return Retry(5.0 * job.attempts, str(err))
-        return settled or LEFT_TO_LEASE
+    except Exception as err:  # each kind ends its own way: see _settle_raised
+        return await _settle_raised(db, job, err, retries)
     state = JobState.FAILED if outcome.error else JobState.DONE
     try:
         if job.kind != JobKind.PROFILE or state != JobState.DONE:
@@ -342,6 +301,54 @@ async def run_job_async(job_id: str, retries: int) -> str | Retry:
     for rating_job in followups:
         runner.start(_rate_one(db, rating_job, ctx, model, outcome.profile, claimed_at))
     return state
+
+
+async def _settle_raised(db: AsyncDatabase, job: Job, err: Exception, retries: int) -> str | Retry:
+    """How a job that raised ends: a retry, handed back, failed, or its run stopped."""
+    settings = get_settings()
+    if isinstance(err, TransientLLMError):
+        if retries >= settings.job_max_retries:
+            error = f"gave up after retries: {err}"
+            await _ride_out(
+                db, partial(finish_job, job_id=job.id, state=JobState.FAILED, error=error)
+            )
+            await _ride_out(db, partial(fail_dependents, job_id=job.id))
+            return JobState.FAILED
+        delay = min(300.0, (2**retries) * 2.0) * random.uniform(0.5, 1.5)
+        countdown = max(delay, err.retry_after or 0.0)
+        # Queued until the countdown ends: the coordinator does not take it for lost before.
+        await _ride_out(db, partial(requeue_job, job_id=job.id, error=str(err), due_in_s=countdown))
+        return Retry(countdown, str(err))
+    if isinstance(err, DATABASE_AWAY):
+        # The database went away (a restart breaks the pooled connections). Hand the job
+        # back and try again shortly; if the database is still away, its lease hands it back.
+        reason = str(err).splitlines()[0]
+        log.warning("job %s met a database error, retrying: %s", job.id, reason)
+        await _ride_out(
+            db, partial(requeue_job, job_id=job.id, error="database unavailable", due_in_s=5.0)
+        )
+        return Retry(5.0, reason)
+    if isinstance(err, LusiferError):
+        state = await _ride_out(db, partial(settle_error, job=job, err=err)) or LEFT_TO_LEASE
+        if job.kind == JobKind.PROFILE and state == JobState.FAILED:
+            await _ride_out(db, partial(fail_dependents, job_id=job.id))
+        return state
+    # Nobody anticipated it: a few attempts, then the job fails with it; never a job
+    # left running for ever behind "0 failed".
+    log.exception("job %s raised unexpected", job.id)
+    settled = await _ride_out(
+        db,
+        partial(
+            settle_unexpected,
+            job=job,
+            err=err,
+            max_unexpected=settings.job_max_unexpected,
+            to_queue=True,
+        ),
+    )
+    if settled == "retry":
+        return Retry(5.0 * job.attempts, str(err))
+    return settled or LEFT_TO_LEASE
 
 
 async def _finish(db: AsyncDatabase, job_id: str, outcome: JobOutcome) -> None:
