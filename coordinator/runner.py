@@ -176,25 +176,13 @@ def _resume_batch_run(
 ) -> None:
     engine, client = _batch_engine(config, settings)
     with hold_run(engine, run_id):
-        _resume_batch(engine, client, run_id, config, settings, console, poll_s)
-
-
-def _resume_batch(
-    engine: Engine,
-    client: BatchClient,
-    run_id: str,
-    config: RunConfig,
-    settings: Settings,
-    console: Console,
-    poll_s: float | None,
-) -> None:
-    reopened = reset_unfinished(engine, run_id, include_running=True)
-    in_flight = len(open_batches(engine, run_id))
-    console.print(
-        f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs, "
-        f"{in_flight} batches in flight re-attached"
-    )
-    _drive_and_report(engine, client, run_id, config, settings, console, poll_s)
+        reopened = reset_unfinished(engine, run_id, include_running=True)
+        in_flight = len(open_batches(engine, run_id))
+        console.print(
+            f"[bold]resuming run {run_id}[/]: {reopened} unfinished jobs, "
+            f"{in_flight} batches in flight re-attached"
+        )
+        _drive_and_report(engine, client, run_id, config, settings, console, poll_s)
 
 
 def _drive_and_report(

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
@@ -29,7 +31,7 @@ def print_status(engine: Engine, run_id: str, console: Console, failures: int = 
             .order_by(col(Job.id))
             .limit(failures)
         ).all()
-    table = Table(title=f"run {run_id}: {run.status}", title_justify="left")
+    table = Table(title=f"run {escape(run_id)}: {run.status}", title_justify="left")
     table.add_column("jobs")
     for state in STATES:
         table.add_column(state, justify="right")
@@ -40,12 +42,12 @@ def print_status(engine: Engine, run_id: str, console: Console, failures: int = 
     for batch in open_batches(engine, run_id):
         console.print(
             f"batch api: round {batch.round + 1} batch {batch.id} ({batch.line_count} requests) "
-            f"is {batch.status}; `lusifer resume {run_id}` waits for it"
+            f"is {batch.status}; `lusifer resume {escape(run_id)}` waits for it"
         )
     if run.error:
-        console.print(f"[red]stopped:[/] {run.error}")
+        console.print(f"[red]stopped:[/] {escape(run.error)}")
     for job_id, error in failed:
-        console.print(f"[yellow]failed[/] {job_id}: {error}")
+        console.print(f"[yellow]failed[/] {escape(job_id)}: {escape(error or '')}")
 
 
 def print_runs(engine: Engine, console: Console) -> None:
@@ -58,7 +60,7 @@ def print_runs(engine: Engine, console: Console) -> None:
         table.add_column(name)
     for run in runs:
         table.add_row(
-            run.id,
+            Text(run.id),
             f"{run.created_at:%Y-%m-%d %H:%M}",
             "" if run.finished_at is None else f"{run.finished_at:%Y-%m-%d %H:%M}",
             run.status,

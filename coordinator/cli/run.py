@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import sys
@@ -46,6 +47,19 @@ BATCH_API_HELP = (
     "Send the LLM calls through the OpenAI Batch API (half the price, answers within 24 h); "
     "needs no broker or workers"
 )
+
+# A run id is part of every job id (run/fold/user/kind) and of lock and file names, and is
+# printed everywhere: letters, digits and a few separators only.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,99}")
+
+
+def check_run_id(run_id: str) -> None:
+    """Refuse a run id that could not serve as part of a job id, with the rule."""
+    if not RUN_ID.fullmatch(run_id):
+        raise ConfigurationError(
+            f"--run-id {run_id!r} may hold letters, digits and . _ : - (at most 100, starting "
+            "with a letter or digit); choose another"
+        )
 
 
 def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -126,6 +140,7 @@ def run(
     name = run_id or f"run-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
     def action() -> None:
+        check_run_id(name)
         settings = settings_or_fail()
         endpoint = base_url or settings.llm_base_url
         model_name = model or settings.llm_model

@@ -347,3 +347,14 @@ def test_markup_in_a_run_id_is_printed_as_it_is(run_id: str, tmp_path: Path) -> 
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert run_id in lines[0]
     assert "\x1b]8;" not in result.stderr  # no terminal hyperlink
+    started = subprocess.run(
+        [LUSIFER, "run", "--run-id", run_id],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 1 and "Traceback" not in started.stderr
+    assert started.stderr.count("\n") == 1 and "may hold letters, digits" in started.stderr
+    assert run_id in started.stderr
