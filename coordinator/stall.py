@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from coordinator.dispatch import BROKER_ERRORS
 from lusifer.core.errors import ExitCode, LusiferError
+from lusifer.queue import REFUSED
 from lusifer.store.tables import Job, JobState
 
 
@@ -109,6 +110,9 @@ class StallWatch:
                 f"run {self.run_id} stopped: no worker consumed queue {self.queue!r} for "
                 f"{idle:.0f} s; start workers, then `lusifer resume {self.run_id}`"
             )
+        error = _latest_error(self.engine, self.run_id)
+        if error is not None and error.startswith(REFUSED) and idle >= self.give_up_after_s:
+            raise RunStalled(f"run {self.run_id} stopped: its jobs were {error}")
         if self._warned:
             return
         self._warned = True
@@ -118,7 +122,6 @@ class StallWatch:
                 "`docker compose up --scale worker=N`) with the same LUSIFER_QUEUE"
             )
         else:
-            error = _latest_error(self.engine, self.run_id)
             who = (
                 "the broker did not say which workers listen"
                 if workers is None

@@ -30,6 +30,32 @@ TASK_BY_KIND: dict[str, str] = {
 # A reset or step of a simulated-user environment episode (``lusifer.env``).
 ENV_STEP_TASK = "lusifer.env_step"
 
+# The contract between coordinator and workers beyond the task names: ids-only arguments,
+# the tables, the run context and the templates' variables and filters. Bumped when a change
+# on one side would break the other; every message carries it, and a worker refuses (with
+# one line, on the job) a message of another protocol rather than run it wrongly.
+PROTOCOL = 1
+PROTOCOL_HEADER = "lusifer_protocol"
+REFUSED = "refused by a worker of protocol"
+
+
+def message_headers() -> dict[str, int]:
+    """The headers every Lusifer message carries."""
+    return {PROTOCOL_HEADER: PROTOCOL}
+
+
+def protocol_mismatch(value: object) -> str | None:
+    """Why this worker refuses a message of protocol ``value``; None when it may run it.
+
+    A message without the header (sent by hand, or by a coordinator that predates it) runs.
+    """
+    if value is None or value == PROTOCOL:
+        return None
+    return (
+        f"{REFUSED} {PROTOCOL} (the coordinator speaks {value}): run workers and the "
+        "coordinator of the same Lusifer version"
+    )
+
 
 # TLS options a rediss:// broker URL may carry as query parameters, as redis-py names them.
 _TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
@@ -112,11 +138,19 @@ def send_jobs(app: Celery, jobs: Sequence[Job], queue: str) -> None:
     """Send job ids to the queue, by task name."""
     with app.producer_or_acquire() as producer:
         for job in jobs:
-            app.send_task(TASK_BY_KIND[job.kind], args=[job.id], queue=queue, producer=producer)
+            app.send_task(
+                TASK_BY_KIND[job.kind],
+                args=[job.id],
+                queue=queue,
+                producer=producer,
+                headers=message_headers(),
+            )
 
 
 def send_env_requests(app: Celery, request_ids: Sequence[str], queue: str) -> None:
     """Send environment step request ids to the queue, by task name."""
     with app.producer_or_acquire() as producer:
         for rid in request_ids:
-            app.send_task(ENV_STEP_TASK, args=[rid], queue=queue, producer=producer)
+            app.send_task(
+                ENV_STEP_TASK, args=[rid], queue=queue, producer=producer, headers=message_headers()
+            )

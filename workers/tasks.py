@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from contextlib import suppress
 from functools import lru_cache
 
 from celery import Celery, Task
@@ -25,11 +26,19 @@ from lusifer.execute.settle import describe_unexpected
 from lusifer.llm import ChatModel, OpenAICompatibleModel
 from lusifer.llm.endpoints import api_key, resolve_base_url
 from lusifer.llm.ratelimit import RateLimiter, limiter_key, redis_for_broker
-from lusifer.queue import BASELINE_TASK, ENV_STEP_TASK, PROFILE_TASK, RATING_TASK
+from lusifer.queue import (
+    BASELINE_TASK,
+    ENV_STEP_TASK,
+    PROFILE_TASK,
+    PROTOCOL_HEADER,
+    RATING_TASK,
+    protocol_mismatch,
+)
 from lusifer.store.engines import get_engine
 from lusifer.store.jobs import (
     claim_job,
     finish_job,
+    note_refusal,
 )
 from lusifer.store.tables import JobState
 from workers.loop import Retry, run_job_async, worker_loop
@@ -111,6 +120,14 @@ def run_job(task: Task, job_id: str) -> str:
     Transient LLM failures and a database that went away hand the job back to the queue with
     Celery's retries.
     """
+    refusal = protocol_mismatch(task.request.get(PROTOCOL_HEADER))
+    if refusal is not None:
+        # Not run wrongly, not failed: handed back for a worker of the run's version. The
+        # coordinator shows the reason within a minute (``coordinator.stall``).
+        log.error("job %s %s", job_id, refusal)
+        with suppress(SQLAlchemyError):
+            note_refusal(_engine(get_settings()), job_id, refusal)
+        raise task.retry(countdown=30.0, max_retries=None)
     verdict = worker_loop().run(run_job_async(job_id, task.request.retries))
     if isinstance(verdict, Retry):
         # Celery's own limit must not cut in before ours: past it, retry() raises and the
@@ -145,6 +162,10 @@ def run_baseline_job(job_id: str) -> str:
 
 def run_env_request(task: Task, request_id: str) -> str:
     """Run one environment reset or step; transient LLM failures hand it back to the queue."""
+    refusal = protocol_mismatch(task.request.get(PROTOCOL_HEADER))
+    if refusal is not None:
+        log.error("environment step %s %s", request_id, refusal)
+        raise task.retry(countdown=30.0, max_retries=None)
     settings = get_settings()
     engine = _engine(settings)
     try:

@@ -271,3 +271,16 @@ def ready_followups(engine: Engine, job_id: str) -> list[str]:
             select(Job.id).where(Job.depends_on == job_id, Job.state == JobState.PENDING)
         ).all()
         return list(rows)
+
+
+def note_refusal(engine: Engine, job_id: str, reason: str) -> None:
+    """Record on a job that waits why a worker would not run it (shown by the coordinator)."""
+    with session_scope(engine) as session:
+        session.execute(
+            update(Job)
+            .where(
+                col(Job.id) == job_id,
+                col(Job.state).in_([JobState.PENDING, JobState.QUEUED]),
+            )
+            .values(error=reason)
+        )

@@ -4,10 +4,10 @@ with its kind on permanent ones or once retries run out."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from celery.app.task import Context
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -31,7 +31,7 @@ class FakeTask:
     """Just what the task function uses of a bound Celery task."""
 
     def __init__(self, retries: int) -> None:
-        self.request = SimpleNamespace(retries=retries)
+        self.request = Context(retries=retries)  # Celery's own: custom headers via .get
         self.retried: list[dict[str, Any]] = []
 
     def retry(self, **kwargs: Any) -> _Retry:
