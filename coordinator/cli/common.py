@@ -77,6 +77,18 @@ def guard(action: Callable[[], T], run_id: str | None = None) -> T:
             soft_wrap=True,
         )
         raise typer.Exit(int(ExitCode.ERROR)) from None
+    except OSError as err:
+        # A path that cannot be made or written (LUSIFER_WORK_DIR, an output file, a full
+        # disk): one line naming it, not a traceback.
+        where = escape(f" {err.filename}" if err.filename else "")
+        why = escape(err.strerror or str(err))
+        err_console.print(
+            f"[bold red]error:[/] cannot use{where} ({why}); "
+            "fix the path (LUSIFER_WORK_DIR for local mode) or its permissions, or free disk space",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(int(ExitCode.ERROR)) from None
     except KeyboardInterrupt:
         hint = f"; `lusifer resume {rid}` finishes it" if rid else ""
         err_console.print(f"[yellow]interrupted[/]{hint}")

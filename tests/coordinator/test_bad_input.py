@@ -200,6 +200,13 @@ def _huge_user_id(env: Env) -> list[str]:
     return ["run", "--ratings-csv", str(ratings), "--items-csv", str(env.items_csv), *env.llm()]
 
 
+def _work_dir(env: Env, path: str) -> list[str]:
+    # Local mode (no database URL): its work directory cannot be made.
+    env.extra_env["LUSIFER_WORK_DIR"] = path
+    env.extra_env["LUSIFER_DATABASE_URL"] = ""
+    return env.ml_run()
+
+
 def _sandbox_escape(env: Env) -> list[str]:
     prompts = env.root / "own-prompts"
     shutil.copytree(Path(prompts_init).parent / "lusifer", prompts / "evil")
@@ -274,6 +281,11 @@ CASES = [
     Case("base-url-not-http", _base_url("ftp://example.org/v1"), ("not an http(s) URL",)),
     Case("user-id-past-32-bits", _huge_user_id, ("4294967296", "32-bit")),
     Case("template-escapes-sandbox", _sandbox_escape, ("reask.j2", "reaches outside")),
+    Case(
+        "work-dir-not-writable",
+        lambda e: _work_dir(e, "/proc/lusifer-nope"),
+        ("/proc/lusifer-nope", "LUSIFER_WORK_DIR"),
+    ),
     Case(
         "timeout-not-positive",
         lambda e: e.ml_run("--llm-timeout", "0"),
