@@ -336,16 +336,7 @@ async def _settle_raised(db: AsyncDatabase, job: Job, err: Exception, retries: i
     # Nobody anticipated it: a few attempts, then the job fails with it; never a job
     # left running for ever behind "0 failed".
     log.exception("job %s raised unexpected", job.id)
-    settled = await _ride_out(
-        db,
-        partial(
-            settle_unexpected,
-            job=job,
-            err=err,
-            max_unexpected=settings.job_max_unexpected,
-            to_queue=True,
-        ),
-    )
+    settled = await _settle_unexpected(db, job, err, to_queue=True)
     if settled == "retry":
         return Retry(5.0 * job.attempts, str(err))
     return settled or LEFT_TO_LEASE
@@ -394,17 +385,7 @@ async def _rate_one(
         await _ride_out(db, partial(release_job, job_id=job.id, error="database unavailable"))
     except Exception as err:
         log.exception("rating job %s raised unexpected", job.id)
-        settings = get_settings()
-        await _ride_out(
-            db,
-            partial(
-                settle_unexpected,
-                job=job,
-                err=err,
-                max_unexpected=settings.job_max_unexpected,
-                to_queue=False,
-            ),
-        )
+        await _settle_unexpected(db, job, err, to_queue=False)
 
 
 async def _ride_out(db: AsyncDatabase, call: Callable[[Engine], T]) -> T | None:
@@ -425,3 +406,12 @@ async def _ride_out(db: AsyncDatabase, call: Callable[[Engine], T]) -> T | None:
             log.warning("database away, retrying in %.1f s: %s", delay, str(err).splitlines()[0])
             await asyncio.sleep(delay)
             delay = min(10.0, delay * 2)
+
+
+async def _settle_unexpected(
+    db: AsyncDatabase, job: Job, err: Exception, *, to_queue: bool
+) -> str | None:
+    """``settle_unexpected`` through a database outage; None when it outlasted the window."""
+    cap = get_settings().job_max_unexpected
+    settle = partial(settle_unexpected, job=job, err=err, max_unexpected=cap, to_queue=to_queue)
+    return await _ride_out(db, settle)

@@ -290,12 +290,16 @@ def profile_history(engine: Engine, episode_id: str) -> list[ProfileVersion]:
 
 def unfinished(engine: Engine, ids: Iterable[str]) -> list[str]:
     """The requests among ``ids`` that are neither done nor failed."""
+    return _in_states(engine, ids, JobState.UNFINISHED)
+
+
+def _in_states(engine: Engine, ids: Iterable[str], states: Sequence[str]) -> list[str]:
     with Session(engine) as session:
         return list(
             session.exec(
                 select(EnvStepRequest.id).where(
                     col(EnvStepRequest.id).in_(list(ids)),
-                    col(EnvStepRequest.state).in_(JobState.UNFINISHED),
+                    col(EnvStepRequest.state).in_(list(states)),
                 )
             ).all()
         )
@@ -327,12 +331,4 @@ def wait_some(engine: Engine, ids: Sequence[str], timeout_s: float) -> list[str]
 
 def still_queued(engine: Engine, ids: Sequence[str]) -> list[str]:
     """The requests among ``ids`` that no worker has taken (their message may be lost)."""
-    with Session(engine) as session:
-        return list(
-            session.exec(
-                select(EnvStepRequest.id).where(
-                    col(EnvStepRequest.id).in_(list(ids)),
-                    EnvStepRequest.state == JobState.QUEUED,
-                )
-            ).all()
-        )
+    return _in_states(engine, ids, [JobState.QUEUED])
