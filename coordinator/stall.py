@@ -91,7 +91,7 @@ class StallWatch:
     def check(self) -> None:
         """Note whether the run moved; warn once when it stopped, give up without workers."""
         now = time.monotonic()
-        if now - self._checked < self.check_every_s:
+        if now - self._checked < min(self.check_every_s, self.warn_after_s / 2):
             return
         self._checked = now
         state = _moved_at(self.engine, self.run_id)
