@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from lusifer.core.errors import ExitCode
 from lusifer.store.engines import create_tables, get_engine
@@ -37,6 +38,8 @@ def test_a_run_without_workers_says_why_then_stops(data_dir: Path, tmp_path: Pat
         )
         elapsed = time.monotonic() - started
         assert stub.chat_count() == 0
+        # The messages nobody took stay in the shared broker otherwise.
+        redis.Redis.from_url(env["LUSIFER_BROKER_URL"]).delete(queue)
     assert result.returncode == ExitCode.STALLED, result.stdout + result.stderr
     assert f"no worker consumes queue '{queue}'" in result.stdout, result.stdout
     assert "lusifer resume" in result.stderr and "Traceback" not in result.stderr
