@@ -32,7 +32,14 @@ from lusifer.core.errors import DataError, OutputValidationError
 from lusifer.env.config import EnvConfig, parse_env_config
 from lusifer.env.store import RESET, fail_request
 from lusifer.llm import ChatModel
-from lusifer.method.dialogues import ItemToRate, RatedItem, build_profile, profile_step, rate_items
+from lusifer.method.dialogues import (
+    ItemToRate,
+    RatedItem,
+    build_profile,
+    profile_reasks,
+    profile_step,
+    rate_items,
+)
 from lusifer.method.history import history_batches
 from lusifer.method.prompts import PromptSet
 from lusifer.method.schemas import ProfileAnswer
@@ -198,6 +205,7 @@ def _reset(
             config.llm,
             user_info=ctx.user_info[episode.user_id],
             batches=batches,
+            max_reask=profile_reasks(config.max_reask),
         )
         last = steps[-1]
         profile = {
@@ -311,6 +319,7 @@ def _update(
             user_info=user_info,
             batch=[RatedItem(i, ctx.item_info[i], r) for i, r in batch],
             profile=profile,
+            max_reask=profile_reasks(ctx.config.max_reask),
         )
     except OutputValidationError as err:
         # A bad update loses one window of ratings, not the episode.

@@ -21,6 +21,7 @@ from lusifer.method.dialogues import (
     RatingOutcome,
     build_profile_dialogue,
     drive,
+    profile_reasks,
     rating_dialogue,
 )
 from lusifer.store.call_cache import CallContext, CallGate, RecordedModel
@@ -60,7 +61,7 @@ def profile_dialogue(job: Job, ctx: RunContext) -> Dialogue[list[ProfileStepResu
         user_info=ctx.user_info[job.user_id],
         batches=batches,
         # At least one re-ask, as the paper's method had; more when the run allows more.
-        max_reask=max(1, ctx.config.max_reask),
+        max_reask=profile_reasks(ctx.config.max_reask),
     )
 
 

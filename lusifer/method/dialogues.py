@@ -35,6 +35,16 @@ T = TypeVar("T")
 Dialogue = Generator[ChatRequest, ChatResult, T]
 
 
+def profile_reasks(max_reask: int) -> int:
+    """Re-asks of a profile step under a run's ``max_reask``: at least one.
+
+    A profile answer is prose-tolerant and a lost profile loses a whole user (or, in the
+    environment, an episode's update), so a profile gets one more ask even where ratings get
+    none. The batch runs and the environment both ask through here.
+    """
+    return max(1, max_reask)
+
+
 def drive(dialogue: Dialogue[T], llm: ChatModel) -> T:
     """Run a dialogue to its end, answering each request with a blocking model."""
     try:

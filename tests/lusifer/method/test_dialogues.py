@@ -362,3 +362,9 @@ def test_profile_format_re_asks_are_bounded_and_counted(prompts: PromptSet) -> N
     with pytest.raises(OutputValidationError):
         build_profile(bad, prompts, CONFIG, user_info=USER_INFO, batches=_batches(), max_reask=2)
     assert len(bad.requests) == 3
+
+
+def test_profiles_get_at_least_one_re_ask_on_every_path() -> None:
+    from lusifer.method.dialogues import profile_reasks
+
+    assert [profile_reasks(n) for n in (0, 1, 2, 5)] == [1, 1, 2, 5]
