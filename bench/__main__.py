@@ -14,7 +14,13 @@ from typing import Annotated
 
 import typer
 
-from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
+from bench.overhead import (
+    ALL_FOLDS,
+    measure_local_against_cluster,
+    measure_overhead,
+    print_local_against_cluster,
+    print_overhead,
+)
 from bench.report import console, save_figure
 from bench.throughput import measure_throughput, print_throughput
 from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
@@ -64,6 +70,29 @@ def overhead(
     )
     print_overhead(result)
     save_figure(json_path, "overhead", result)
+
+
+@app.command("local")
+def local_against_cluster(
+    data_dir: DataDir = DEFAULT_DATA,
+    folds: Annotated[str, typer.Option(help="Folds to plan")] = "u1",
+    max_users: Annotated[int | None, typer.Option(help="First N users per fold (all)")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 1,
+    threads: Annotated[int, typer.Option(help="Threads per worker process")] = 80,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """1b. Figure 1 for local mode's embedded PostgreSQL and Redis beside the cluster's."""
+    result = measure_local_against_cluster(
+        data_dir.resolve(),
+        folds=tuple(f.strip() for f in folds.split(",") if f.strip()),
+        max_users=max_users,
+        workers=workers,
+        threads=threads,
+    )
+    for figure in result["figures"].values():
+        print_overhead(figure)
+    print_local_against_cluster(result)
+    save_figure(json_path, "local_against_cluster", result)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from sqlalchemy import Engine, func
@@ -25,6 +26,9 @@ from coordinator.runner import load_dataset, resolve_dataset_config
 from lusifer.core.config import RunConfig, parse_run_config
 from lusifer.core.errors import ServiceError
 from lusifer.core.settings import Settings
+from lusifer.embedded.postgres import DATABASE as EMBEDDED_DATABASE
+from lusifer.embedded.postgres import embedded_postgres
+from lusifer.embedded.redis import embedded_redis
 from lusifer.method.prompts import load_prompt_set
 from lusifer.queue import make_celery
 from lusifer.store.engines import create_tables, get_engine
@@ -32,6 +36,7 @@ from lusifer.store.run_states import set_run_status
 from lusifer.store.tables import CallUse, Job, JobState, LLMCall, SimulatedRating
 from tests.integration.services import (
     PG_ADMIN,
+    REDIS_DB,
     Stub,
     Workers,
     celery_workers,
@@ -53,32 +58,89 @@ class Cluster:
     workers: Workers
     settings: Settings
     application_name: str
+    admin_url: str | None = PG_ADMIN  # None: no PostgreSQL (a SQLite file)
+    redis_pid: int | None = None  # an embedded Redis of the figure's own
 
     def cpu_meter(self) -> CpuMeter:
-        """A meter of the CPU this cluster's processes use (Redis is shared: counted apart)."""
-        redis_pid = redis_server_pid()
+        """A meter of the CPU this cluster's processes use (a shared Redis counted apart)."""
+        redis_pid = self.redis_pid or redis_server_pid()
+        redis_name = "Redis" if self.redis_pid else "Redis (shared)"
         return CpuMeter(
             {
                 "workers": lambda: [p.pid for p in self.workers.processes],
                 "stub server": lambda: [self.stub.process.pid],
                 "coordinator": lambda: [os.getpid()],
-                "PostgreSQL": lambda: postgres_backends(PG_ADMIN, self.application_name),
-                "Redis (shared)": lambda: [redis_pid] if redis_pid else [],
+                "PostgreSQL": lambda: (
+                    postgres_backends(self.admin_url, self.application_name)
+                    if self.admin_url
+                    else []
+                ),
+                redis_name: lambda: [redis_pid] if redis_pid else [],
             }
         )
 
 
+Engines = Literal["cluster", "embedded", "sqlite"]
+
+
+@contextmanager
+def _cluster_services(
+    engines: Engines, application_name: str
+) -> Iterator[tuple[str, str, str | None, int | None]]:
+    """(database URL, broker URL, admin DSN, Redis pid) of a figure: the machine's services;
+    local mode's embedded PostgreSQL and Redis in a work directory of their own; or the
+    embedded Redis with a SQLite file, the local mode of earlier versions."""
+    with ExitStack() as stack:
+        if engines == "cluster":
+            schema_url = stack.enter_context(postgres_schema("lusifer_bench"))
+            # Named connections let the CPU meter find this run's PostgreSQL backends.
+            database_url = f"{schema_url}&application_name={application_name}"
+            yield database_url, f"redis://127.0.0.1:6379/{REDIS_DB}", PG_ADMIN, None
+            return
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lusifer-bench-")))
+        broker_url = stack.enter_context(embedded_redis(work_dir))
+        redis_pid = _pid_of_socket_server(broker_url.removeprefix("redis+socket://"))
+        if engines == "sqlite":
+            yield f"sqlite:///{work_dir / 'lusifer.db'}", broker_url, None, redis_pid
+            return
+        url = stack.enter_context(embedded_postgres(work_dir))
+        admin = url.replace("postgresql+psycopg", "postgresql").replace(
+            f"/{EMBEDDED_DATABASE}?", "/postgres?"
+        )
+        yield f"{url}&application_name={application_name}", broker_url, admin, redis_pid
+
+
+def _pid_of_socket_server(socket: str) -> int | None:
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if socket in (entry / "cmdline").read_text().replace("\0", " "):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 @contextmanager
 def cluster(
-    *, workers: int, threads: int, latency_s: float = 0.0, worker_env: dict[str, str] | None = None
+    *,
+    workers: int,
+    threads: int,
+    latency_s: float = 0.0,
+    worker_env: dict[str, str] | None = None,
+    engines: Engines = "cluster",
 ) -> Iterator[Cluster]:
-    """Start a fresh schema, the stub at ``latency_s`` and ``workers`` x ``threads`` workers."""
+    """Start a fresh schema, the stub at ``latency_s`` and ``workers`` x ``threads`` workers.
+
+    ``engines``: the machine's services, or local mode's (see ``_cluster_services``), so
+    they can be compared on the same plan.
+    """
     queue = f"bench-{secrets.token_hex(4)}"
     with ExitStack() as stack:
         application_name = f"lusifer-bench-{secrets.token_hex(3)}"
-        schema_url = stack.enter_context(postgres_schema("lusifer_bench"))
-        # Named connections let the CPU meter find this run's PostgreSQL backends.
-        database_url = f"{schema_url}&application_name={application_name}"
+        database_url, broker_url, admin_url, redis_pid = stack.enter_context(
+            _cluster_services(engines, application_name)
+        )
         engine = get_engine(database_url)
         create_tables(engine)
         stub = stack.enter_context(stub_server("--latency", str(latency_s)))
@@ -86,6 +148,7 @@ def cluster(
             database_url,
             queue,
             None,
+            LUSIFER_BROKER_URL=broker_url,
             LUSIFER_LOG_LEVEL="WARNING",
             LUSIFER_TASK_EVENTS="0",  # nobody watches; events cost worker CPU
             **(worker_env or {}),
@@ -104,7 +167,7 @@ def cluster(
             task_events=False,
         )
         wait_for_workers(settings, workers)
-        yield Cluster(env, engine, stub, pool, settings, application_name)
+        yield Cluster(env, engine, stub, pool, settings, application_name, admin_url, redis_pid)
         engine.dispose()
 
 

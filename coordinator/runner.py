@@ -242,7 +242,7 @@ def _follow_and_report(
 
 def stored_config(settings: Settings, run_id: str) -> RunConfig:
     """The configuration a run was started with."""
-    engine = get_engine(database_url_of(settings))
+    engine = get_engine(database_url_of(settings, create=False))
     require_tables(engine)
     with Session(engine) as session:
         run = session.get(Run, run_id)

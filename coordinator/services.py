@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
+from rich.console import Console
+from rich.markup import escape
 from sqlalchemy import Engine
 
-from coordinator.local import local_database_url, local_services, local_workers
+from coordinator.local import local_services, local_workers
 from lusifer.core.config import LOCAL_BASE_URL, RunConfig
 from lusifer.core.errors import (
     ConfigurationError,
@@ -19,6 +21,7 @@ from lusifer.core.errors import (
     TransientLLMError,
 )
 from lusifer.core.settings import Settings
+from lusifer.embedded.postgres import database_url_for
 from lusifer.llm import OpenAICompatibleModel
 from lusifer.queue import make_celery
 from lusifer.store.engines import check_database, create_tables, get_engine, redact_url
@@ -35,9 +38,20 @@ class Services:
     health_check: Callable[[], None] | None = None
 
 
-def database_url_of(settings: Settings) -> str:
-    """The database of this process: the configured one or local mode's SQLite file."""
-    return settings.database_url or local_database_url(Path(settings.work_dir))
+def database_url_of(settings: Settings, *, create: bool = True) -> str:
+    """The database of this process: the configured one, or the work directory's embedded
+    PostgreSQL, started (or joined) on first use and held until the process exits.
+
+    ``create=False`` for commands that only read: they refuse a work directory that holds no
+    database rather than make an empty one.
+    """
+    if settings.database_url:
+        return settings.database_url
+    return database_url_for(Path(settings.work_dir), create=create, on_wait=_say_waiting)
+
+
+def _say_waiting(message: str) -> None:
+    Console(stderr=True).print(f"[yellow]{escape(message)}[/]")
 
 
 def check_broker(app: Celery, url: str) -> None:
@@ -103,7 +117,7 @@ def run_services(
         preflight_llm(config.llm.base_url, config.llm.model, settings)
     work_dir = Path(settings.work_dir)
     with local_services(
-        work_dir, database_url=settings.database_url, start_model=uses_local_model
+        work_dir, database_url=database_url_of(settings), start_model=uses_local_model
     ) as (env, stack):
         engine = get_engine(env.database_url)
         check_database(engine)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job on the embedded defaults: embedded Redis, a SQLite file, local Celery workers
+# The main job on the embedded defaults: embedded Redis and PostgreSQL, local Celery workers
 # and a local SmolLM2-135M server; MovieLens 100K fold u1 for three users. No key, no network.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -252,13 +252,19 @@ def resume(
 @app.command()
 def status(run_id: str) -> None:
     """Show the jobs of a run by kind and state."""
-    guard(lambda: print_status(get_engine(database_url_of(settings_or_fail())), run_id, console))
+    guard(
+        lambda: print_status(
+            get_engine(database_url_of(settings_or_fail(), create=False)), run_id, console
+        )
+    )
 
 
 @app.command()
 def runs() -> None:
     """List the runs in the database."""
-    guard(lambda: print_runs(get_engine(database_url_of(settings_or_fail())), console))
+    guard(
+        lambda: print_runs(get_engine(database_url_of(settings_or_fail(), create=False)), console)
+    )
 
 
 @app.command("init-db")
@@ -287,6 +293,7 @@ def worker(ctx: typer.Context) -> None:
 
 
 # Registered after run, resume and status so that `lusifer --help` lists them in that order.
+import coordinator.cli.database  # noqa: E402  (import-sqlite)
 import coordinator.cli.evaluate  # noqa: E402, F401  (report, compare, score, baselines)
 
 

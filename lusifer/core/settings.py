@@ -23,7 +23,8 @@ class Settings(BaseSettings):
         default=None, description="Celery broker (redis://, rediss://). Unset: embedded Redis."
     )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL. Unset: a SQLite file in the work dir."
+        default=None,
+        description="SQLAlchemy URL. Unset: the work dir's embedded PostgreSQL.",
     )
     queue: str = Field(default="lusifer", description="Celery queue the jobs go to.")
     llm_api_key: SecretStr | None = Field(
@@ -50,7 +51,8 @@ class Settings(BaseSettings):
         default=Path.home() / ".cache" / "lusifer", description="Downloads and local state."
     )
     work_dir: Path = Field(
-        default=Path("lusifer-runs"), description="Local mode: SQLite file, logs, sockets."
+        default=Path("lusifer-runs"),
+        description="Local mode: the embedded database (pg/), logs, sockets.",
     )
     visibility_timeout_s: int = Field(
         default=6 * 3600, description="Redis visibility timeout; longer than any job."

@@ -14,6 +14,7 @@ from lusifer.core.config import LLMConfig
 from lusifer.core.errors import DataError
 from lusifer.core.settings import Settings, get_settings
 from lusifer.data import Dataset
+from lusifer.embedded.postgres import database_url_for
 from lusifer.env.catalog import Catalog
 from lusifer.env.config import EnvConfig
 from lusifer.env.executors import CeleryExecutor, LocalExecutor, StepExecutor
@@ -30,11 +31,10 @@ DEFAULT_ENCODER = HashingEncoder(64)
 
 
 def default_database_url(settings: Settings) -> str:
-    """``LUSIFER_DATABASE_URL``, else the SQLite file of the work directory (as local mode)."""
+    """``LUSIFER_DATABASE_URL``, else the work directory's embedded PostgreSQL (as local mode)."""
     if settings.database_url:
         return settings.database_url
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{(settings.work_dir / 'lusifer.db').resolve()}"
+    return database_url_for(settings.work_dir)
 
 
 def default_model(config: LLMConfig, settings: Settings) -> ChatModel:

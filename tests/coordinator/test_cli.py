@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.local_db import nothing_written
+
 LUSIFER = str(Path(sys.executable).parent / "lusifer")
 
 
@@ -76,7 +78,7 @@ def test_bad_run_input_fails_cleanly(
     full = ["run", "--data-dir", str(data_dir), *REMOTE, "--max-users", "1", *args]
     result = _run(full, tmp_path)
     _assert_clean_failure(result, *phrases)
-    assert not (tmp_path / "lusifer-runs" / "lusifer.db").exists()
+    assert nothing_written(tmp_path / "lusifer-runs")
 
 
 def test_batch_api_without_an_endpoint_fails_cleanly(data_dir: Path, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""A run on a generic CSV dataset in local mode (embedded Redis, SQLite, local workers)
+"""A run on a generic CSV dataset in local mode (embedded Redis and PostgreSQL, local workers)
 against the stub LLM server: the column mapping and the seeded folds reach the report."""
 
 from __future__ import annotations
@@ -6,14 +6,15 @@ from __future__ import annotations
 import csv
 import os
 import random
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from lusifer.stub import StubConfig, StubServer
+from tests.local_db import local_database
 
 pytestmark = pytest.mark.integration
 LUSIFER = str(Path(sys.executable).parent / "lusifer")
@@ -74,11 +75,13 @@ def test_run_on_own_csv_files_with_a_column_mapping(tmp_path: Path) -> None:
         assert stub.chat_request_count() > 0
     assert result.returncode == 0, result.stderr + result.stdout
     assert "│ f1" in result.stdout and "│ f2" in result.stdout
-    with sqlite3.connect(tmp_path / "lusifer-runs" / "lusifer.db") as conn:
+    with local_database(tmp_path / "lusifer-runs") as conn:
         n_rated = conn.execute(
-            "SELECT COUNT(*) FROM simulatedrating WHERE run_id='csv' AND rating IS NOT NULL"
-        ).fetchone()[0]
-        overview = conn.execute("SELECT overview FROM itemtext WHERE item_id = 7").fetchone()[0]
+            text("SELECT COUNT(*) FROM simulatedrating WHERE run_id='csv' AND rating IS NOT NULL")
+        ).scalar_one()
+        overview = conn.execute(
+            text("SELECT overview FROM itemtext WHERE item_id = 7")
+        ).scalar_one()
     # 75 ratings in 5 folds: each test fold holds a fifth of them.
     assert n_rated == 30
     assert overview == "A story number 7."

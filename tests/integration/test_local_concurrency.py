@@ -1,23 +1,25 @@
-"""Local mode (embedded Redis, a SQLite file, local workers) at its default concurrency, 80
-calls in flight, against an instant stub: a whole fold finishes, every rating once, and the
-run is found again by `resume`, `report` and `runs` in new processes.
+"""Local mode (no broker or database configured: embedded Redis and PostgreSQL, local workers)
+at its default concurrency, 80 calls in flight, against an instant stub: a whole fold
+finishes, every rating once, and the run is found again by `resume`, `report` and `runs` in
+new processes, which start the work directory's database again.
 
-Before, the same run died before 100 users: workers ran out of pooled connections queued on
-SQLite's lock ("QueuePool limit ... reached") and the coordinator stopped with "database is
-locked"."""
+Before, on SQLite, the same run died before 100 users: workers ran out of pooled connections
+queued on SQLite's lock ("QueuePool limit ... reached") and the coordinator stopped with
+"database is locked"."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from lusifer.core.errors import ExitCode
 from lusifer.stub import StubConfig, StubServer
+from tests.local_db import local_database
 
 pytestmark = pytest.mark.integration
 LUSIFER = str(Path(sys.executable).parent / "lusifer")
@@ -55,15 +57,19 @@ def test_a_whole_fold_in_local_mode_at_default_concurrency(data_dir: Path, tmp_p
         again = _lusifer(tmp_path, "resume", "whole-u1")
         assert again.returncode == ExitCode.OK, again.stderr + again.stdout[-3000:]
     assert "database is locked" not in result.stdout + result.stderr
-    with sqlite3.connect(tmp_path / "lusifer-runs" / "lusifer.db") as conn:
+    # Every command stopped the database when it ended; the test joins it like a command.
+    assert not (tmp_path / "lusifer-runs" / "lusifer.db").exists()
+    with local_database(tmp_path / "lusifer-runs") as conn:
         users, rated, stored, distinct = conn.execute(
-            "SELECT COUNT(DISTINCT user_id), COUNT(rating), COUNT(*), "
-            "COUNT(DISTINCT fold || '/' || user_id || '/' || item_id) "
-            "FROM simulatedrating WHERE run_id = 'whole-u1'"
-        ).fetchone()
+            text(
+                "SELECT COUNT(DISTINCT user_id), COUNT(rating), COUNT(*), "
+                "COUNT(DISTINCT fold || '/' || user_id || '/' || item_id) "
+                "FROM simulatedrating WHERE run_id = 'whole-u1'"
+            )
+        ).one()
         failed = conn.execute(
-            "SELECT COUNT(*) FROM job WHERE run_id = 'whole-u1' AND state != 'done'"
-        ).fetchone()[0]
+            text("SELECT COUNT(*) FROM job WHERE run_id = 'whole-u1' AND state != 'done'")
+        ).scalar_one()
     # u1.test: 20,000 ratings of 459 users, each rated once, none failed.
     assert (users, rated, stored, distinct, failed) == (459, 20000, 20000, 20000, 0)
     report = _lusifer(tmp_path, "report", "whole-u1")
