@@ -117,3 +117,22 @@ def test_the_embedded_broker_stops_at_the_end(tmp_path: Path) -> None:
     time.sleep(0.5)
     out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True).stdout
     assert socket_path not in out
+
+
+def test_two_local_runs_at_once_share_the_database_and_leave_nothing(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    with StubServer(StubConfig(latency_s=0.2)) as stub:
+        common = ["--base-url", stub.base_url, "--model", "stub-model", "--folds", "u1"]
+        first = _start(["run", *common, "--users", "2,3", "--run-id", "one"], tmp_path, data_dir)
+        second = _start(["run", *common, "--users", "4,5", "--run-id", "two"], tmp_path, data_dir)
+        outcomes = [p.communicate(timeout=300) for p in (first, second)]
+    for process, (_out, err) in zip((first, second), outcomes, strict=True):
+        assert process.returncode == 0, err
+    work_dir = tmp_path / "lusifer-runs"
+    assert _embedded_left(work_dir) == []
+    runs = _start(["runs"], tmp_path, data_dir)
+    out, err = runs.communicate(timeout=120)
+    assert runs.returncode == 0, err
+    assert "one" in out and "two" in out
+    assert _embedded_left(work_dir) == []
