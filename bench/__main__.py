@@ -2,7 +2,8 @@
 
 Figures 1 and 2 need the cluster services of the integration tests: Redis on 127.0.0.1:6379
 (database 11) and PostgreSQL on 127.0.0.1:5432 (database `test`, user `postgres`). Figures 3
-and 4 run `lusifer run` in local mode, with the local SmolLM2 model unless `--stub`.
+and 4 run `lusifer run` in local mode, with the local SmolLM2 model unless `--stub`. Figure 5
+needs only the stub server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from bench.overhead import (
     print_overhead,
 )
 from bench.report import console, save_figure
+from bench.sdk import measure_sdk, print_sdk
+from bench.sdk_calls import CLIENTS
 from bench.throughput import measure_throughput, print_throughput
 from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
 from lusifer.core.errors import LusiferError
@@ -115,6 +118,37 @@ def throughput(
         print_throughput(results[-1:])
         save_figure(json_path, "throughput", {"layouts": results})
     print_throughput(results)
+
+
+@app.command()
+def sdk(
+    latencies: Annotated[str, typer.Option(help="Stub latencies in seconds")] = "0,1",
+    repetitions: Annotated[int, typer.Option(help="Interleaved runs of each client")] = 5,
+    calls: Annotated[int, typer.Option(help="Measured calls per run")] = 2560,
+    in_flight: Annotated[int, typer.Option(help="Calls kept in flight")] = 128,
+    clients: Annotated[str, typer.Option(help="Clients to compare")] = ",".join(CLIENTS),
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """5. The openai SDK's aiohttp client against the hand-written one: CPU ms/call, calls/s."""
+    chosen = tuple(c.strip() for c in clients.split(",") if c.strip())
+    unknown = sorted(set(chosen) - set(CLIENTS))
+    if unknown or not chosen:
+        raise typer.BadParameter(f"clients are {', '.join(CLIENTS)}; got {clients!r}")
+    try:
+        waits = tuple(float(part) for part in latencies.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(f"latencies are seconds, e.g. 0,1; got {latencies!r}") from None
+    if repetitions < 1 or calls < 1 or in_flight < 1 or any(w < 0 for w in waits) or not waits:
+        raise typer.BadParameter("repetitions, calls and in-flight are positive; latencies >= 0")
+    figure = measure_sdk(
+        latencies=waits,
+        repetitions=repetitions,
+        calls=calls,
+        in_flight=in_flight,
+        clients=chosen,
+    )
+    print_sdk(figure)
+    save_figure(json_path, "sdk", figure)
 
 
 LocalUsers = Annotated[int, typer.Option(help="Users of the fold, the same for both prompt sets")]

@@ -7,6 +7,10 @@ handed itself around more than the threads did work). The request body, the pars
 answer, the error classes, the retry policy and the rate-limit bookkeeping are shared
 (``lusifer.llm.request``, ``lusifer.llm.failures``); only the transport (urllib3 or aiohttp) and
 the waiting (in a thread or on the loop) differ.
+
+Chat calls do not go through the openai SDK: ``AsyncOpenAI`` over its own aiohttp transport
+cost 5-6 times the CPU per call of the POST here at 128 calls in flight (``python -m bench
+sdk``; README, "The HTTP client"). The SDK serves the Batch API and the model list.
 """
 
 from __future__ import annotations

@@ -46,7 +46,18 @@ def _error_message(data: bytes) -> str:
 def classify_status(
     status: int, retry_after: float | None, message: str, model: str, base_url: str
 ) -> TransientLLMError | PermanentLLMError:
-    """Map an HTTP error status of an OpenAI-compatible endpoint onto Lusifer's errors."""
+    """Map an HTTP error status of an OpenAI-compatible endpoint onto Lusifer's errors.
+
+    The error keeps the status, whichever client got it: a 429 pauses the shared limiter.
+    """
+    error = _error_of_status(status, retry_after, message, model, base_url)
+    error.status = status
+    return error
+
+
+def _error_of_status(
+    status: int, retry_after: float | None, message: str, model: str, base_url: str
+) -> TransientLLMError | PermanentLLMError:
     if status == 429 or status >= 500:
         return TransientLLMError(f"LLM endpoint answered {status}", capped_wait(retry_after))
     if status in (401, 403):
@@ -164,9 +175,7 @@ def chat_result_of_http(
     Shared by the sync and the asyncio clients: only their transports differ.
     """
     if status >= 400:
-        error = classify_status(status, _number(retry_after), _error_message(data), model, base_url)
-        error.status = status
-        raise error
+        raise classify_status(status, _number(retry_after), _error_message(data), model, base_url)
     try:
         return result_of_json(json.loads(data))
     except ValueError:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import httpx2
+import openai
 import pytest
 
-from lusifer.core.errors import TransientLLMError
+from lusifer.core.errors import LLMError, PermanentLLMError, TransientLLMError
 from lusifer.core.settings import get_settings
-from lusifer.llm import chat_result_of_http, classify_status
+from lusifer.llm import chat_result_of_http, classify_openai_error, classify_status
 from lusifer.llm.failures import capped_wait
 
 
@@ -39,3 +41,26 @@ def test_raw_http_answers_obey_the_cap_whatever_the_header(header: str) -> None:
     with pytest.raises(TransientLLMError) as raised:
         chat_result_of_http(429, header, b'{"error": {"message": "x"}}', "m", "http://x/v1")
     assert raised.value.retry_after is None or 0 <= raised.value.retry_after <= 120.0
+
+
+@pytest.mark.parametrize(
+    ("error_class", "status", "kind"),
+    [
+        (openai.RateLimitError, 429, TransientLLMError),
+        (openai.InternalServerError, 503, TransientLLMError),
+        (openai.AuthenticationError, 401, PermanentLLMError),
+    ],
+)
+def test_an_sdk_error_keeps_its_status_and_the_capped_wait(
+    error_class: type[openai.APIStatusError], status: int, kind: type[Exception]
+) -> None:
+    # The status decides whether a failed call pauses the shared limiter (a 429 does).
+    request = httpx2.Request("POST", "http://x/v1/chat/completions")
+    response = httpx2.Response(status, headers={"retry-after": "99999999"}, request=request)
+    error = classify_openai_error(
+        error_class("no", response=response, body=None), "m", "http://x/v1"
+    )
+    assert isinstance(error, kind)
+    assert isinstance(error, LLMError) and error.status == status
+    if isinstance(error, TransientLLMError):
+        assert error.retry_after == 120.0
