@@ -1,4 +1,9 @@
-"""Any ratings/items/users CSV triple as a Dataset, with seeded k-fold train/test splits."""
+"""Any ratings/items/users CSV (or Parquet) triple as a Dataset, with seeded k-fold splits.
+
+pandas reads the files and ``lusifer.data.frames`` checks whole columns at once; the
+line-by-line reader below stays as the diagnosis that names the file, line and fix of the
+first bad row when a check fails.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +17,18 @@ from pathlib import Path
 from types import MappingProxyType
 
 import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
 
 from lusifer.core.columns import ColumnMapping
 from lusifer.core.errors import ConfigurationError, DataError
+from lusifer.data.frames import (
+    FrameColumns,
+    check_known,
+    items_from_frame,
+    ratings_array,
+    users_from_frame,
+)
 from lusifer.data.model import INT32_LIMIT, Dataset, Fold, Item, Rating, User
 from lusifer.data.movielens import split_title_year
 
@@ -176,18 +190,72 @@ def _parse_users(table: _Table, columns: ColumnMapping) -> dict[int, User]:
     return users
 
 
-def _k_folds(ratings: list[Rating], n_folds: int, seed: int) -> dict[str, Fold]:
+def _k_folds(table: NDArray[np.int64], n_folds: int, seed: int) -> dict[str, Fold]:
     # Shuffle once, cut into k near-equal parts; each part is the test set of one fold.
     # Indices are re-sorted so each split keeps the file's order, whatever the shuffle.
-    parts = np.array_split(np.random.default_rng(seed).permutation(len(ratings)), n_folds)
+    ratings = np.empty(len(table), dtype=object)
+    ratings[:] = [Rating(*row) for row in table.tolist()]  # one object per rating, shared
+    parts = np.array_split(np.random.default_rng(seed).permutation(len(table)), n_folds)
     folds: dict[str, Fold] = {}
     for k, part in enumerate(parts):
-        in_test = np.zeros(len(ratings), dtype=bool)
+        in_test = np.zeros(len(table), dtype=bool)
         in_test[part] = True
-        train = tuple(r for r, t in zip(ratings, in_test.tolist(), strict=True) if not t)
-        test = tuple(ratings[i] for i in np.sort(part).tolist())
+        train = tuple(ratings[~in_test].tolist())
+        test = tuple(ratings[np.sort(part)].tolist())
         folds[f"f{k + 1}"] = Fold(f"f{k + 1}", train, test)
     return folds
+
+
+class _Unreadable(Exception):
+    """pandas could not parse a file; the line-by-line reader says where and why."""
+
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def _read_frame(
+    path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash, *, text: bool
+) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (``text``: every cell a string, for small tables)."""
+    if not path.exists():
+        raise DataError(f"{path} not found: pass the path of an existing CSV file")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(
+            f"cannot read {path} ({err.strerror or err}): pass a CSV file you may read"
+        ) from None
+    hasher.update(f"{path.name}\0{len(data)}\0".encode())
+    hasher.update(data)
+    if _is_parquet(path):
+        try:
+            frame = pd.read_parquet(io.BytesIO(data))
+        except Exception as err:  # pyarrow raises many kinds; all mean "not this format"
+            reason = " ".join(str(err).split())[:200]
+            raise DataError(
+                f"{path} is not a readable Parquet file ({reason}): pass a Parquet or CSV file"
+            ) from None
+    else:
+        utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+        try:
+            frame = pd.read_csv(
+                io.BytesIO(data),
+                sep=delimiter,
+                # A byte-order mark from spreadsheet exports would stick to the first column.
+                encoding="utf-8-sig" if utf8 else encoding,
+                dtype=str if text else None,
+                keep_default_na=not text,
+                na_filter=not text,
+                engine="c",
+                low_memory=False,
+            )
+        except (ValueError, LookupError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise _Unreadable from None
+    frame.columns = [str(c).strip() for c in frame.columns]
+    if text:
+        frame = frame[frame.apply(lambda col: col.str.strip() != "").any(axis=1)]
+    return frame
 
 
 def load_csv_dataset(
@@ -203,26 +271,49 @@ def load_csv_dataset(
     encoding: str = "utf-8",
     delimiter: str = ",",
 ) -> Dataset:
-    """Load ratings, items and (optionally) users CSVs into a Dataset with k seeded folds."""
+    """Load ratings, items and (optionally) users tables into a Dataset with k seeded folds.
+
+    Each file is a CSV, or Parquet when its name ends in ``.parquet``. pandas reads them and
+    the checks run on whole columns; when one fails on a CSV, the line-by-line reader of
+    before names the file, line and fix.
+    """
     if n_folds < 2:
         raise ConfigurationError(f"n_folds is {n_folds}: use at least 2 folds (5 gives 80/20)")
     hasher = hashlib.sha256()
-    rating_rows = _parse_ratings(
-        _read_table(ratings_csv, encoding, delimiter, hasher), columns, round_ratings
-    )
-    items = _parse_items(_read_table(items_csv, encoding, delimiter, hasher), columns)
-    if users_csv is not None:
-        users = _parse_users(_read_table(users_csv, encoding, delimiter, hasher), columns)
-    else:
-        # Without a users file, users exist only as ids and get no demographic text.
-        users = {u: User(u, None, None, None) for u, *_ in rating_rows}
-    for user_id, item_id, _, _ in rating_rows:
-        if item_id not in items:
-            raise DataError(f"{ratings_csv}: item {item_id} is not in {items_csv}: add it there")
-        if user_id not in users:
-            raise DataError(f"{ratings_csv}: user {user_id} is not in {users_csv}: add it there")
-    if len(rating_rows) < n_folds:
-        problem = f"{ratings_csv} has {len(rating_rows)} ratings, fewer than {n_folds} folds"
+    args = (encoding, delimiter, hasher)
+    mapping = FrameColumns(**columns.model_dump())
+    try:
+        table = ratings_array(
+            _read_frame(ratings_csv, *args, text=False),
+            columns,
+            str(ratings_csv),
+            round_ratings=round_ratings,
+        )
+        items = items_from_frame(_read_frame(items_csv, *args, text=True), mapping, str(items_csv))
+        if users_csv is not None:
+            users_df = _read_frame(users_csv, *args, text=True)
+            users = users_from_frame(users_df, mapping, str(users_csv))
+        else:
+            # Without a users file, users exist only as ids and get no demographic text.
+            users = {u: User(u, None, None, None) for u in np.unique(table[:, 0]).tolist()}
+        check_known(
+            table,
+            items,
+            users,
+            str(ratings_csv),
+            columns,
+            items_where=str(items_csv),
+            users_where=str(users_csv),
+        )
+    except (DataError, _Unreadable) as err:
+        paths = (ratings_csv, items_csv, users_csv)
+        if not any(p is not None and _is_parquet(p) for p in paths):
+            _diagnose(paths, columns, round_ratings, encoding, delimiter)
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{ratings_csv} cannot be parsed as CSV: check the delimiter") from None
+    if len(table) < n_folds:
+        problem = f"{ratings_csv} has {len(table)} ratings, fewer than {n_folds} folds"
         raise DataError(f"{problem}: lower n_folds or add ratings")
     # The split depends on these settings, so they are part of what the fingerprint names.
     settings = f"{columns.model_dump_json()}|{n_folds}|{seed}|{round_ratings}|{delimiter}"
@@ -231,6 +322,31 @@ def load_csv_dataset(
         name=name,
         users=MappingProxyType(users),
         items=MappingProxyType(items),
-        folds=MappingProxyType(_k_folds([Rating(*r) for r in rating_rows], n_folds, seed)),
+        folds=MappingProxyType(_k_folds(table, n_folds, seed)),
         fingerprint=hasher.hexdigest(),
     )
+
+
+def _diagnose(
+    paths: tuple[Path, Path, Path | None],
+    columns: ColumnMapping,
+    round_ratings: bool,
+    encoding: str,
+    delimiter: str,
+) -> None:
+    """Read the files line by line, as before pandas, raising the error that names the line."""
+    ratings_csv, items_csv, users_csv = paths
+    hasher = hashlib.sha256()
+    rating_rows = _parse_ratings(
+        _read_table(ratings_csv, encoding, delimiter, hasher), columns, round_ratings
+    )
+    items = _parse_items(_read_table(items_csv, encoding, delimiter, hasher), columns)
+    if users_csv is not None:
+        users = _parse_users(_read_table(users_csv, encoding, delimiter, hasher), columns)
+    else:
+        users = {u: User(u, None, None, None) for u, *_ in rating_rows}
+    for user_id, item_id, _, _ in rating_rows:
+        if item_id not in items:
+            raise DataError(f"{ratings_csv}: item {item_id} is not in {items_csv}: add it there")
+        if user_id not in users:
+            raise DataError(f"{ratings_csv}: user {user_id} is not in {users_csv}: add it there")
