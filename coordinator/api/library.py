@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from rich.console import Console
+from sqlalchemy import Engine
 
 from coordinator.aggregate import aggregate_run
 from coordinator.api import dynamic
@@ -22,16 +23,17 @@ from coordinator.api.engine import input_run_id, run_plan
 from coordinator.api.movielens import movielens_frames
 from coordinator.api.options import check_method, frame_columns, llm_config, run_config
 from coordinator.api.scores import fold_results_frame, score_frame
-from coordinator.api.stored import Results, read_results
+from coordinator.api.stored import Results, profiles_frame, read_results
 from coordinator.cli.common import settings_or_fail
 from coordinator.plan import plan_run
 from coordinator.runner import resolve_dataset_config
-from coordinator.services import Services, run_services
+from coordinator.services import Services, database_url_of, run_services
 from lusifer.core.errors import ConfigurationError, DataError
 from lusifer.data import load_movielens_100k
 from lusifer.data.frames import FrameColumns
 from lusifer.data.from_frames import fold_dataset, load_frames, pairs_to_simulate
 from lusifer.method.prompts import load_prompt_set
+from lusifer.store.engines import get_engine
 from lusifer.store.tables import JobKind
 
 
@@ -94,12 +96,19 @@ class Lusifer:
 
     # --- services ----------------------------------------------------------------------
 
-    def __enter__(self) -> Lusifer:
-        self._stack = ExitStack()
-        self._services = self._stack.enter_context(
-            run_services(self.settings, self.config, workers=self.workers, threads=self.threads)
-        )
+    def start(self) -> Lusifer:
+        """Start the services once for the calls that follow (until ``close``); in a
+        notebook this spares each call the start of the embedded broker and workers."""
+        if self._services is None:
+            stack = ExitStack()
+            self._services = stack.enter_context(
+                run_services(self.settings, self.config, workers=self.workers, threads=self.threads)
+            )
+            self._stack = stack
         return self
+
+    def __enter__(self) -> Lusifer:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -109,6 +118,12 @@ class Lusifer:
         stack, self._stack, self._services = self._stack, None, None
         if stack is not None:
             stack.close()
+
+    def _engine(self) -> Engine:
+        # Reads need the database only, found as `lusifer report` finds it.
+        if self._services is not None:
+            return self._services.engine
+        return get_engine(database_url_of(self.settings))
 
     @contextmanager
     def _running(self) -> Iterator[Services]:
@@ -208,15 +223,15 @@ class Lusifer:
         run = run_id or self.last_run_id
         if run is None:
             raise ConfigurationError("nothing rated yet: call rate(test_df) first")
-        with self._running() as services:
-            found = read_results(services.engine, run)
-            if (found.ratings["true_rating"] == 0).any():
-                raise DataError(
-                    f"run {run} was rated without real ratings (test_df had no "
-                    f"{self.columns.rating!r} column): nothing to compare with"
-                )
-            folds = tuple(found.config.get("folds", (self.fold,)))
-            return fold_results_frame(aggregate_run(services.engine, run, folds))
+        engine = self._engine()
+        found = read_results(engine, run)
+        if (found.ratings["true_rating"] == 0).any():
+            raise DataError(
+                f"run {run} was rated without real ratings (test_df had no "
+                f"{self.columns.rating!r} column): nothing to compare with"
+            )
+        folds = tuple(found.config.get("folds", (self.fold,)))
+        return fold_results_frame(aggregate_run(engine, run, folds))
 
     def score(self, rated: pd.DataFrame) -> pd.DataFrame:
         """The report's metrics of a DataFrame with real and simulated ratings (e.g. ``rate``'s)."""
@@ -227,8 +242,7 @@ class Lusifer:
         run = run_id or self.last_run_id
         if run is None:
             raise ConfigurationError("nothing rated yet: pass a run id or call rate() first")
-        with self._running() as services:
-            return read_results(services.engine, run)
+        return read_results(self._engine(), run)
 
     @classmethod
     def from_movielens(
@@ -268,25 +282,3 @@ class Lusifer:
         if plan.expected:
             self.last_run_id = str(plan.run["id"])
         return found
-
-
-def profiles_frame(found: Results) -> pd.DataFrame:
-    """One row per user: the final profile and the list of every step's profile."""
-    rows = []
-    for user_id, steps in found.profiles.groupby("user_id", sort=True):
-        ordered = steps.sort_values("step")
-        history = ordered[["step", "profile", "explanation", "item_ids"]].to_dict("records")
-        rows.append(
-            {
-                "user_id": int(str(user_id)),
-                "profile": ordered["profile"].iloc[-1],
-                "explanation": ordered["explanation"].iloc[-1],
-                "steps": len(ordered),
-                "profile_history": history,
-            }
-        )
-    frame = pd.DataFrame(
-        rows, columns=["user_id", "profile", "explanation", "steps", "profile_history"]
-    )
-    frame.attrs["run_id"] = found.run_id
-    return frame

@@ -137,3 +137,25 @@ def results(run_id: str, settings: Settings | None = None) -> Results:
             f"run {run_id!r} is not in {redact_url(url)}; check the id (`lusifer runs` lists "
             "them) and LUSIFER_DATABASE_URL"
         ) from None
+
+
+def profiles_frame(found: Results) -> pd.DataFrame:
+    """One row per user: the final profile and the list of every step's profile."""
+    rows = []
+    for user_id, steps in found.profiles.groupby("user_id", sort=True):
+        ordered = steps.sort_values("step")
+        history = ordered[["step", "profile", "explanation", "item_ids"]].to_dict("records")
+        rows.append(
+            {
+                "user_id": int(str(user_id)),
+                "profile": ordered["profile"].iloc[-1],
+                "explanation": ordered["explanation"].iloc[-1],
+                "steps": len(ordered),
+                "profile_history": history,
+            }
+        )
+    frame = pd.DataFrame(
+        rows, columns=["user_id", "profile", "explanation", "steps", "profile_history"]
+    )
+    frame.attrs["run_id"] = found.run_id
+    return frame
