@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,3 +195,41 @@ def test_local_mode_reruns_make_no_call(tmp_path: Path, monkeypatch: pytest.Monk
         third = make(stub).rate(test)
         assert stub.chat_count() == 0
     assert third["simulated_rating"].tolist() == rated["simulated_rating"].tolist()
+
+
+INTERRUPTED = """
+import io, sys
+from rich.console import Console
+from lusifer import Lusifer
+from tests.integration.test_python_api import COLUMNS, frames
+users, items, ratings, test = frames()
+lf = Lusifer(users, items, ratings, columns=COLUMNS, base_url=sys.argv[1], model="stub-model",
+             chunk_size=1, threads=1)
+lf.rate(test)
+"""
+
+
+def test_an_interrupted_rate_resumes(cluster: Cluster) -> None:
+    stub = cluster.stub
+    stub.configure(latency_s=1.0)
+    _, _, _, test = frames()
+    root = Path(__file__).parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, stub.base_url], cwd=root, env={**os.environ}
+    )
+    deadline = time.monotonic() + 120
+    while stub.chat_count() < 4 and time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)  # Ctrl-C in the middle of the run
+    assert child.wait(60) != 0
+    out = io.StringIO()
+    lf = make(stub, chunk_size=1, threads=1)
+    lf.console = Console(file=out, width=120)
+    rated = lf.rate(test)
+    assert "resuming run" in out.getvalue()
+    assert rated["simulated_rating"].notna().all()
+    # Calls that succeeded before the interrupt come from the cache: 6 profile steps and 9
+    # ratings are asked once each.
+    assert stub.chat_count() == 6 + 9
+    lf.rate(test)
+    assert stub.chat_count() == 6 + 9
