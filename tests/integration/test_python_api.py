@@ -148,6 +148,9 @@ def test_every_method_in_cluster_mode(cluster: Cluster, tmp_path: Path) -> None:
     assert exported.returncode == 0, exported.stderr
     with sqlite3.connect(out) as conn:
         assert conn.execute("SELECT count(*) FROM ratings").fetchone() == (9,)
+    missing = run_cli(["export", "nope", "--format", "csv"], cluster.env, tmp_path)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr
+    assert "run 'nope' is not in" in missing.stderr and "lusifer runs" in missing.stderr
 
     # The RL loop: the user rates recommendations and the profile moves with each step.
     first = lf.simulate_rating(1, [25, 26])

@@ -10,7 +10,8 @@ import pytest
 
 from coordinator.api import Lusifer
 from coordinator.api.scores import score_frame
-from lusifer.core.errors import ConfigurationError, DataError
+from lusifer.core.errors import ConfigurationError, DataError, ServiceError
+from lusifer.core.settings import get_settings
 from lusifer.evaluate.metrics import summarize
 
 COLUMNS = {"user_id": "uid", "item_id": "movie", "rating": "stars", "timestamp": None}
@@ -93,3 +94,19 @@ def test_score_is_the_reports_summary_per_fold() -> None:
     assert scores.loc["b", "exact_match_pct"] == 50.0
     with pytest.raises(DataError, match="lacks column"):
         score_frame(rated.drop(columns="rating"))
+
+
+def test_an_unreachable_llm_or_broker_is_one_line_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    test = pd.DataFrame({"uid": [1], "movie": [3]})
+    with pytest.raises(ServiceError, match="--base-url") as info:
+        _lusifer().rate(test)  # nothing listens on port 9
+    assert "\n" not in str(info.value)
+    assert not (tmp_path / "work").exists()
+    monkeypatch.setenv("LUSIFER_BROKER_URL", "redis://127.0.0.1:9/0")
+    monkeypatch.setenv("LUSIFER_DATABASE_URL", f"sqlite:///{tmp_path / 'cluster.db'}")
+    get_settings.cache_clear()
+    with pytest.raises(ServiceError, match=r"broker .* is unreachable"):
+        _lusifer().rate(test)
+    assert not (tmp_path / "cluster.db").exists()
