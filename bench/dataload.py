@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -103,8 +102,6 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=os.environ.get("LUSIFER_DATA_DIR"))
     parser.add_argument("--ratings", type=int, default=1_000_000)
     args = parser.parse_args()
-    baseline = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    del baseline
     with tempfile.TemporaryDirectory(prefix="lusifer-dataload-") as tmp:
         out = Path(tmp)
         cases: list[tuple[str, Path, Path]] = []

@@ -10,16 +10,13 @@ only read back (no job, no LLM call); interrupted, it is resumed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from rich.console import Console
 
 from coordinator.follow import follow
 from coordinator.plan import Plan, store_plan
 from coordinator.run_lock import hold_run
-from coordinator.services import Services, run_services
-from lusifer.core.config import RunConfig
+from coordinator.services import Services
 from lusifer.core.settings import Settings
 from lusifer.data import Dataset
 from lusifer.store.run_states import reset_unfinished, run_status, set_run_status
@@ -30,15 +27,6 @@ def input_run_id(kind: str, *parts: str) -> str:
     """A run id that names its input: the same frames and settings give the same id."""
     digest = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:20]
     return f"api-{kind}-{digest}"
-
-
-@contextmanager
-def api_services(
-    settings: Settings, config: RunConfig, *, workers: int, threads: int | None
-) -> Iterator[Services]:
-    """The services of a call (started and stopped with it, as for one `lusifer run`)."""
-    with run_services(settings, config, workers=workers, threads=threads) as services:
-        yield services
 
 
 def run_plan(

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from coordinator.local import LOCAL_MODEL_NAME
-from lusifer.core.config import LOCAL_BASE_URL, LLMConfig, RunConfig, parse_run_config
+from lusifer.core.config import LOCAL_BASE_URL, RunConfig, parse_run_config
 from lusifer.core.errors import ConfigurationError
 from lusifer.core.settings import Settings
 from lusifer.data.frames import FrameColumns
@@ -105,8 +105,3 @@ def check_method(values: Mapping[str, Any]) -> MethodOptions:
         raise ConfigurationError(
             f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}; fix that argument"
         ) from None
-
-
-def llm_of(config: RunConfig) -> LLMConfig:
-    """The LLM configuration of a run."""
-    return config.llm
