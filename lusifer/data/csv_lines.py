@@ -46,7 +46,7 @@ class _Table:
         return DataError(f"{self.path} line {line}: {problem}: fix the file or the ColumnMapping")
 
 
-def _read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash) -> _Table:
+def read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash) -> _Table:
     if not path.exists():
         raise DataError(f"{path} not found: pass the path of an existing CSV file")
     try:
@@ -188,11 +188,11 @@ def diagnose(
     ratings_csv, items_csv, users_csv = paths
     hasher = hashlib.sha256()
     rating_rows = _parse_ratings(
-        _read_table(ratings_csv, encoding, delimiter, hasher), columns, round_ratings
+        read_table(ratings_csv, encoding, delimiter, hasher), columns, round_ratings
     )
-    items = _parse_items(_read_table(items_csv, encoding, delimiter, hasher), columns)
+    items = _parse_items(read_table(items_csv, encoding, delimiter, hasher), columns)
     if users_csv is not None:
-        users = _parse_users(_read_table(users_csv, encoding, delimiter, hasher), columns)
+        users = _parse_users(read_table(users_csv, encoding, delimiter, hasher), columns)
     else:
         users = {u: User(u, None, None, None) for u, *_ in rating_rows}
     for user_id, item_id, _, _ in rating_rows:

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from lusifer.core.columns import ColumnMapping
 from lusifer.core.errors import ConfigurationError, DataError
-from lusifer.data.csv_lines import diagnose
+from lusifer.data.csv_lines import diagnose, read_table
 from lusifer.data.frames import (
     FrameColumns,
     check_known,
@@ -92,6 +92,10 @@ def _read_frame(
         except (ValueError, LookupError, pd.errors.ParserError, pd.errors.EmptyDataError):
             raise _Unreadable from None
     frame.columns = [str(c).strip() for c in frame.columns]
+    if text and not _is_parquet(path):
+        # pandas gives a row with too few fields empty cells; the line reader refuses it, as
+        # the loader always has. Item and user tables are small: a second read costs little.
+        read_table(path, encoding, delimiter, hashlib.sha256())
     if text:
         frame = frame[frame.apply(lambda col: col.str.strip() != "").any(axis=1)]
     return frame
