@@ -80,6 +80,11 @@ def load_dataset_spec(spec: DatasetConfig, folds: tuple[str, ...]) -> Dataset:
             encoding=spec.encoding,
             delimiter=spec.delimiter,
         )
+    if spec.kind == "dataframes":
+        raise DataError(
+            "this run was planned from pandas DataFrames, which are not stored: score it with "
+            "Lusifer(...).evaluate() or `lusifer report RUN` without --json/--html/--baselines"
+        )
     if spec.data_dir is None:
         raise DataError("the run configuration names no dataset directory; pass --data-dir")
     return load_movielens_100k(spec.data_dir, spec.overviews_csv, folds=folds)

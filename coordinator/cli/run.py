@@ -295,6 +295,7 @@ def worker(ctx: typer.Context) -> None:
 # Registered after run, resume and status so that `lusifer --help` lists them in that order.
 import coordinator.cli.database  # noqa: E402  (import-sqlite)
 import coordinator.cli.evaluate  # noqa: E402, F401  (report, compare, score, baselines)
+from coordinator.cli import export as _export  # noqa: E402, F401  (export)
 
 
 def _stop_on_sigterm(_signum: int, _frame: object) -> None:

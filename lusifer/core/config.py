@@ -119,7 +119,8 @@ class DatasetConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["movielens-100k", "csv"] = "movielens-100k"
+    # "dataframes": planned from pandas DataFrames by the Python API; nothing to reload.
+    kind: Literal["movielens-100k", "csv", "dataframes"] = "movielens-100k"
     data_dir: Path | None = Field(default=None, description="Unpacked ml-100k directory")
     overviews_csv: Path | None = Field(default=None, description="CSV movie_id,overview")
     ratings_csv: Path | None = None

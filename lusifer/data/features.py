@@ -16,6 +16,8 @@ def _clean(text: str) -> str:
 
 def user_info(user: User) -> str:
     """Describe a user as "Age: 24; Gender: male; Occupation: technician" (unknowns skipped)."""
+    if user.info:
+        return _clean(user.info)
     parts: list[str] = []
     if user.age is not None:
         parts.append(f"Age: {user.age}")

@@ -21,6 +21,8 @@ class User:
     age: int | None
     gender: str | None
     occupation: str | None
+    # A ready-made description (the reference code's ``user_info`` column) wins over the fields.
+    info: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,3 +192,8 @@ def test_duplicate_item(tmp_path: Path) -> None:
 def test_one_fold_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
         _load(tmp_path, n_folds=1)
+
+
+def test_a_short_item_row_is_refused_with_its_line(tmp_path: Path) -> None:
+    paths = _files(tmp_path, items="movieId,title,genres,plot\n1,A,,\n2,B\n")
+    assert "items.csv line 3: 2 fields but the header has 4" in _error(*paths, columns=COLUMNS)
