@@ -288,6 +288,7 @@ def worker(ctx: typer.Context) -> None:
 
 # Registered after run, resume and status so that `lusifer --help` lists them in that order.
 import coordinator.cli.evaluate  # noqa: E402, F401  (report, compare, score, baselines)
+from coordinator.cli import metrics as _metrics  # noqa: E402, F401  (metrics)
 
 
 def _stop_on_sigterm(_signum: int, _frame: object) -> None:
