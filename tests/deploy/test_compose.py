@@ -378,6 +378,38 @@ def test_migrate_creates_the_tables(cluster: Cluster) -> None:
     assert set(SQLModel.metadata.tables) <= tables
 
 
+def test_metrics_serves_both_sources_and_stops_on_sigterm(cluster: Cluster, tmp_path: Path) -> None:
+    args = cluster.command("metrics")
+    port = free_port()
+    assert args[args.index("--port") + 1] == "9808"
+    args[args.index("--port") + 1] = str(port)
+    assert args[args.index("--host") + 1] == "0.0.0.0"  # reachable from other containers
+    args[args.index("--host") + 1] = "127.0.0.1"
+    migrate = run_to_end(cluster, "migrate", cluster.command("migrate"), timeout=90)
+    assert migrate.returncode == 0, migrate.stderr
+    log = tmp_path / "metrics.log"
+    metrics = start(cluster, "metrics", args, log)
+    try:
+        text = None
+        deadline = time.monotonic() + 120  # the CLI's imports take seconds on a busy machine
+        with httpx.Client(timeout=10) as http:
+            while text is None and time.monotonic() < deadline:
+                assert metrics.poll() is None, log.read_text()
+                try:
+                    text = http.get(f"http://127.0.0.1:{port}/metrics").text
+                except httpx.TransportError:
+                    time.sleep(0.3)
+        assert text is not None, log.read_text()
+        assert 'lusifer_source_up{source="database"} 1.0' in text
+        assert 'lusifer_source_up{source="broker"} 1.0' in text
+        assert f'lusifer_queue_messages{{queue="{cluster.queue}"}} 0.0' in text
+        metrics.send_signal(signal.SIGTERM)
+        assert metrics.wait(timeout=20) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        kill(metrics)
+
+
 def _worker_node(app: Any, queue: str) -> str | None:
     """The node name of a worker consuming ``queue``, if one answers."""
     replies = app.control.inspect(timeout=1.0).active_queues() or {}

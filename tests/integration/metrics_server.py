@@ -89,7 +89,8 @@ def metrics_server(env: dict[str, str], log_dir: Path, *options: str) -> Iterato
         )
     server = MetricsServer(f"http://127.0.0.1:{port}", process, log)
     try:
-        deadline = time.monotonic() + 30
+        # Generous: the command imports the whole CLI, which takes seconds on a busy machine.
+        deadline = time.monotonic() + 120
         while True:
             assert process.poll() is None, log.read_text()
             try:

@@ -5,6 +5,7 @@ what a scrape says when the database or the broker misbehaves."""
 from __future__ import annotations
 
 import secrets
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -87,10 +88,16 @@ def test_scrapes_during_a_run_follow_it_and_match_the_database_at_the_end(
     url, env = cluster
     queue = env["LUSIFER_QUEUE"]
     run_id = f"metrics-{secrets.token_hex(3)}"
-    # Every 7th answer is a fault: a 500 retried inside the call, or prose that is re-asked.
+    idle = f"{queue}-idle"
+    # Every 3rd answer is a fault: a 500 retried inside the call, or a rating answer missing
+    # items, which are re-asked.
     with (
-        stub_server("--latency", "0.15", "--fault-every-n", "7", "--faults", "500,prose") as stub,
-        metrics_server(env, tmp_path, "--min-interval", "0") as metrics,
+        stub_server(
+            "--latency", "0.15", "--fault-every-n", "3", "--faults", "500,missing_keys"
+        ) as stub,
+        metrics_server(
+            env, tmp_path, "--min-interval", "0", "--queue", queue, "--queue", idle
+        ) as metrics,
         celery_workers(env, tmp_path, count=2, threads=8),
     ):
         args = stub_run_args(
@@ -181,16 +188,16 @@ def test_scrapes_during_a_run_follow_it_and_match_the_database_at_the_end(
         assert final.value("lusifer_active_jobs", state="running") == 0
         assert metrics.scale()["active_jobs"] == 0
 
-    # The queue length is the broker's: messages put there show up in the next scrape.
-    with metrics_server(env, tmp_path, "--min-interval", "0") as metrics:
+        # The queue length is the broker's: messages put in a queue that no worker consumes
+        # show up in the next scrape.
         client = redis.Redis(port=6379, db=REDIS_DB)
         try:
-            assert metrics.scrape().value("lusifer_queue_messages", queue=queue) == 0
-            client.rpush(queue, *[f"not-a-message-{i}" for i in range(3)])
-            assert metrics.scrape().value("lusifer_queue_messages", queue=queue) == 3
+            assert final.value("lusifer_queue_messages", queue=idle) == 0
+            client.rpush(idle, *[f"not-a-message-{i}" for i in range(3)])
+            assert metrics.scrape().value("lusifer_queue_messages", queue=idle) == 3
             assert metrics.scale()["queued_messages"] == 3
         finally:
-            client.delete(queue)
+            client.delete(idle)
             client.close()
 
 
@@ -243,9 +250,11 @@ def test_bad_start_is_one_line_and_exit_1(
     assert "Traceback" not in result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and str(closed) in lines[0]
-    with metrics_server(env, tmp_path) as running:
-        port = running.url.rsplit(":", 1)[1]
-        taken = run_cli(["metrics", "--port", port], env, tmp_path, timeout=60)
+    with socket.socket() as taken_port:
+        taken_port.bind(("127.0.0.1", 0))
+        taken_port.listen()
+        port = str(taken_port.getsockname()[1])
+        taken = run_cli(["metrics", "--port", port], env, tmp_path, timeout=120)
     assert taken.returncode == 1
     assert taken.stderr.strip().splitlines() == [
         f"error: cannot listen on 127.0.0.1:{port} (Address already in use); choose another --port"
