@@ -22,7 +22,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine
 
 from coordinator.metrics.broker import BrokerReader, QueueFigures
@@ -224,7 +223,7 @@ def queue_families(queues: QueueFigures) -> Iterator[Metric]:
 
 def _bound(value: float) -> str:
     # The spelling prometheus_client gives its own histograms' bounds ("5.0", "0.25").
-    return str(floatToGoString(value))
+    return repr(float(value))
 
 
 def _first_line(err: BaseException) -> str:
