@@ -463,6 +463,10 @@ def test_worker_and_flower_start_answer_and_stop(cluster: Cluster, tmp_path: Pat
             assert anonymous.status_code == 401
             assert http.get(f"{base}/", auth=(auth[0], "wrong")).status_code == 401
             assert http.get(f"{base}/", auth=auth).status_code == 200
+            # Prometheus scrapes Flower's own metrics without the login (deploy/prometheus).
+            exposition = http.get(f"{base}/metrics")
+            assert exposition.status_code == 200
+            assert "flower_events_total" in exposition.text
             seen: dict[str, Any] = {}
             while node not in seen and time.monotonic() < deadline + 30:
                 answer = http.get(f"{base}/api/workers", params={"refresh": "1"}, auth=auth)
