@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, func, or_, select, text
+from sqlalchemy import Connection, Engine, case, func, or_, select, text
 from sqlmodel import col
 
 from lusifer.store.tables import CallUse, Job, LLMCall, Run, RunStatus, SimulatedRating
@@ -146,46 +145,47 @@ def _read_ratings(conn: Connection, ids: list[str], figures: dict[str, RunFigure
 
 
 def _read_calls(conn: Connection, ids: list[str], figures: dict[str, RunFigures]) -> None:
-    fresh = ~col(CallUse.cached)
-
-    def fresh_sum(value: Any) -> Any:
-        return func.coalesce(func.sum(case((fresh, value), else_=0)), 0)
-
-    buckets = [
-        func.coalesce(func.sum(case((and_(fresh, col(LLMCall.latency_s) <= b), 1), else_=0)), 0)
-        for b in LATENCY_BUCKETS
-    ]
+    # One group per (run, fold, cached, latency bucket), summed up here: a dozen conditional
+    # sums per row cost PostgreSQL more than one CASE and a few more groups.
+    latency = col(LLMCall.latency_s)
+    bucket = case(
+        *((latency <= bound, index) for index, bound in enumerate(LATENCY_BUCKETS)),
+        else_=len(LATENCY_BUCKETS),
+    )
     rows = conn.execute(
         select(
             col(CallUse.run_id),
             col(CallUse.fold),
-            fresh_sum(1),
-            func.coalesce(func.sum(case((col(CallUse.cached), 1), else_=0)), 0),
+            col(CallUse.cached),
+            bucket,
+            func.count(),
             func.coalesce(func.sum(col(CallUse.retries)), 0),
-            fresh_sum(col(LLMCall.prompt_tokens)),
-            fresh_sum(col(LLMCall.completion_tokens)),
-            fresh_sum(col(LLMCall.cached_tokens)),
-            fresh_sum(col(LLMCall.cost_usd)),
-            fresh_sum(col(LLMCall.latency_s)),
-            *buckets,
+            func.coalesce(func.sum(col(LLMCall.prompt_tokens)), 0),
+            func.coalesce(func.sum(col(LLMCall.completion_tokens)), 0),
+            func.coalesce(func.sum(col(LLMCall.cached_tokens)), 0),
+            func.coalesce(func.sum(col(LLMCall.cost_usd)), 0),
+            func.coalesce(func.sum(latency), 0),
         )
         .join(LLMCall, col(LLMCall.key) == col(CallUse.call_key))
         .where(col(CallUse.run_id).in_(ids))
-        .group_by(col(CallUse.run_id), col(CallUse.fold))
+        .group_by(col(CallUse.run_id), col(CallUse.fold), col(CallUse.cached), bucket)
     ).all()
-    for row in rows:
-        rid, fold, api, cached, retries, prompt, completion, cached_tok, cost, lat = row[:10]
-        figures[rid].calls[fold] = CallFigures(
-            api_calls=int(api),
-            cached_calls=int(cached),
-            retries=int(retries),
-            prompt_tokens=int(prompt),
-            completion_tokens=int(completion),
-            cached_prompt_tokens=int(cached_tok),
-            cost_usd=float(cost),
-            latency_sum_s=float(lat),
-            latency_le=[int(v) for v in row[10:]],
-        )
+    for rid, fold, cached, index, n, retries, prompt, completion, cached_tok, cost, lat in rows:
+        calls = figures[rid].calls.setdefault(fold, CallFigures())
+        calls.retries += int(retries)
+        if cached:
+            # An answer from the cache: no tokens, cost or latency of this run's.
+            calls.cached_calls += int(n)
+            continue
+        calls.api_calls += int(n)
+        calls.prompt_tokens += int(prompt)
+        calls.completion_tokens += int(completion)
+        calls.cached_prompt_tokens += int(cached_tok)
+        calls.cost_usd += float(cost)
+        calls.latency_sum_s += float(lat)
+        # Cumulative: a call in bucket i counts for every bound from i on.
+        for bound in range(int(index), len(LATENCY_BUCKETS)):
+            calls.latency_le[bound] += int(n)
 
 
 def _unix(value: datetime) -> float:
