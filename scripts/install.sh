@@ -42,3 +42,11 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
         >/dev/null) || echo "chromium could not be installed; the report screenshot test will skip"
 fi
+# promtool checks and unit-tests the Prometheus alert rules (tests/deploy/test_monitoring.py);
+# Debian ships it in its prometheus package (only promtool is used; no server is run).
+if ! command -v promtool >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Debian's prometheus for promtool"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends prometheus >/dev/null) \
+        || echo "prometheus could not be installed; the alert rule tests will skip"
+fi

@@ -296,6 +296,7 @@ def worker(ctx: typer.Context) -> None:
 import coordinator.cli.database  # noqa: E402  (import-sqlite)
 import coordinator.cli.evaluate  # noqa: E402, F401  (report, compare, score, baselines)
 from coordinator.cli import export as _export  # noqa: E402, F401  (export)
+from coordinator.cli import metrics as _metrics  # noqa: E402, F401  (metrics)
 
 
 def _stop_on_sigterm(_signum: int, _frame: object) -> None:

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENTRYPOINT = ROOT / "deploy" / "entrypoint.sh"
 VENV_BIN = Path(sys.executable).parent
-APP_SERVICES = ("migrate", "worker", "flower", "coordinator")
+APP_SERVICES = ("migrate", "worker", "flower", "metrics", "coordinator")
 REDIS_HOST, REDIS_PORT, REDIS_DB = "127.0.0.1", 6379, 13
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 SECRET_WORDS = ("PASSWORD", "SECRET", "TOKEN", "API_KEY", "AUTH")
@@ -378,6 +378,38 @@ def test_migrate_creates_the_tables(cluster: Cluster) -> None:
     assert set(SQLModel.metadata.tables) <= tables
 
 
+def test_metrics_serves_both_sources_and_stops_on_sigterm(cluster: Cluster, tmp_path: Path) -> None:
+    args = cluster.command("metrics")
+    port = free_port()
+    assert args[args.index("--port") + 1] == "9808"
+    args[args.index("--port") + 1] = str(port)
+    assert args[args.index("--host") + 1] == "0.0.0.0"  # reachable from other containers
+    args[args.index("--host") + 1] = "127.0.0.1"
+    migrate = run_to_end(cluster, "migrate", cluster.command("migrate"), timeout=90)
+    assert migrate.returncode == 0, migrate.stderr
+    log = tmp_path / "metrics.log"
+    metrics = start(cluster, "metrics", args, log)
+    try:
+        text = None
+        deadline = time.monotonic() + 120  # the CLI's imports take seconds on a busy machine
+        with httpx.Client(timeout=10) as http:
+            while text is None and time.monotonic() < deadline:
+                assert metrics.poll() is None, log.read_text()
+                try:
+                    text = http.get(f"http://127.0.0.1:{port}/metrics").text
+                except httpx.TransportError:
+                    time.sleep(0.3)
+        assert text is not None, log.read_text()
+        assert 'lusifer_source_up{source="database"} 1.0' in text
+        assert 'lusifer_source_up{source="broker"} 1.0' in text
+        assert f'lusifer_queue_messages{{queue="{cluster.queue}"}} 0.0' in text
+        metrics.send_signal(signal.SIGTERM)
+        assert metrics.wait(timeout=20) == 0, log.read_text()
+        assert "Traceback" not in log.read_text()
+    finally:
+        kill(metrics)
+
+
 def _worker_node(app: Any, queue: str) -> str | None:
     """The node name of a worker consuming ``queue``, if one answers."""
     replies = app.control.inspect(timeout=1.0).active_queues() or {}
@@ -406,7 +438,9 @@ def test_worker_and_flower_start_answer_and_stop(cluster: Cluster, tmp_path: Pat
     try:
         # The worker answers a ping and consumes the queue of the compose environment.
         node = None
-        deadline = time.monotonic() + 30
+        # `lusifer worker` imports the CLI, then Celery and the worker: tens of seconds when the
+        # machine is busy (2 cores shared by many processes).
+        deadline = time.monotonic() + 120
         while node is None and time.monotonic() < deadline:
             assert worker.poll() is None, logs()
             node = _worker_node(app, cluster.queue)
@@ -431,6 +465,10 @@ def test_worker_and_flower_start_answer_and_stop(cluster: Cluster, tmp_path: Pat
             assert anonymous.status_code == 401
             assert http.get(f"{base}/", auth=(auth[0], "wrong")).status_code == 401
             assert http.get(f"{base}/", auth=auth).status_code == 200
+            # Prometheus scrapes Flower's own metrics without the login (deploy/prometheus).
+            exposition = http.get(f"{base}/metrics")
+            assert exposition.status_code == 200
+            assert "flower_events_total" in exposition.text
             seen: dict[str, Any] = {}
             while node not in seen and time.monotonic() < deadline + 30:
                 answer = http.get(f"{base}/api/workers", params={"refresh": "1"}, auth=auth)
