@@ -59,6 +59,7 @@ class Training:
     steps: int = 0
     masked_choices: int = 0  # items chosen although the mask forbade them
     repeats: int = 0  # items repeated within a slate
+    updates: int = 0  # gradient steps the algorithm took
     seconds: float = 0.0
     plot: Path | None = None
 
@@ -190,6 +191,8 @@ def train(
             env.seed(args.seed)
             agent = make_agent(env, args)
             agent.learn(total_timesteps=args.steps, callback=EpisodeRecorder(training))
+            # SB3's own count (PPO, MaskablePPO and DQN keep it); no public accessor exists.
+            training.updates = int(getattr(agent, "_n_updates", 0))
         finally:
             env.close()
     training.seconds = time.perf_counter() - started
@@ -219,7 +222,7 @@ def report(training: Training, args: argparse.Namespace) -> None:
         f"{training.algorithm}: {training.steps} steps, {len(training.episodes)} episodes, "
         f"mean reward first {args.block} episodes {first:.2f}, last {args.block} {last:.2f}; "
         f"{training.masked_choices} masked items chosen, {training.repeats} repeats; "
-        f"{training.seconds:.0f} s"
+        f"{training.updates} gradient steps, {training.seconds:.0f} s"
     )
     training.plot = args.plot or args.work_dir / f"{training.algorithm.lower()}-curve.png"
     save_plot(training, training.plot, args.block)

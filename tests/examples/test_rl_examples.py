@@ -37,16 +37,16 @@ def _train(main: Main, data_dir: str, work_dir: Path, *extra: str) -> Training:
             "--users",
             "4",
             "--steps",
-            "320",
+            "200",
             "--episode-steps",
             "8",
             *extra,
         ]
     )
     assert code == 0 and training is not None
-    # 320 steps of 4 users at 8 steps an episode: 40 episodes, every one recorded.
-    assert training.steps >= 320
-    assert len(training.episodes) >= 36
+    # 200 steps of 4 users at 8 steps an episode: 25 episodes, every one recorded.
+    assert training.steps >= 200 and training.updates > 0  # the agent learned from them
+    assert len(training.episodes) >= 24
     assert all(e.length == 8 for e in training.episodes)
     assert training.plot is not None and training.plot.stat().st_size > 1000
     return training
@@ -80,6 +80,6 @@ def test_dqn_with_a_slate_is_one_clear_error(
     code, training = dqn_single_item.main(
         ["--stub", "--data-dir", data_dir, "--work-dir", str(tmp_path), "--slate-size", "3"]
     )
-    out = capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert code == 1 and training is None
     assert "set slate_size=1" in out and "Traceback" not in out
