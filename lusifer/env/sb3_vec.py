@@ -53,6 +53,7 @@ class SB3VecEnv(VecEnv):
             [SingleItemEnv(env) for env in self.users] if single_item else list(self.users)
         )
         self._actions: NDArray[Any] | None = None
+        self._obs_shape: tuple[int, ...] = tuple(vector.single_observation_space.shape or ())
         super().__init__(
             vector.num_envs, vector.single_observation_space, self.views[0].action_space
         )
@@ -86,7 +87,7 @@ class SB3VecEnv(VecEnv):
         self._actions = None
         requests = [env.begin_step(slate) for env, slate in zip(self.users, slates, strict=True)]
         results = self.vector.sim.submit(requests)
-        observations = np.zeros((self.num_envs, *self.observation_space.shape), dtype=np.float32)
+        observations = np.zeros((self.num_envs, *self._obs_shape), dtype=np.float32)
         rewards = np.zeros(self.num_envs, dtype=np.float32)
         dones = np.zeros(self.num_envs, dtype=np.bool_)
         infos: list[dict[str, Any]] = []
@@ -95,8 +96,8 @@ class SB3VecEnv(VecEnv):
             info["TimeLimit.truncated"] = truncated and not terminated
             observations[n], rewards[n], dones[n] = obs, reward, terminated or truncated
             infos.append(info)
-        ended = np.flatnonzero(dones)
-        if len(ended):
+        ended = [int(n) for n in np.flatnonzero(dones)]
+        if ended:
             resets = [self.users[n].begin_reset() for n in ended]
             reset_results = self.vector.sim.submit(resets)
             for n, request in zip(ended, resets, strict=True):

@@ -33,15 +33,16 @@ class SingleItemEnv(gym.ActionWrapper[Obs, np.int64, Action]):
                 "set slate_size=1 in the EnvConfig"
             )
         super().__init__(env)
-        self.action_space = spaces.Discrete(env.sim.catalog.n_items)
+        self.n_items = env.sim.catalog.n_items
+        self.action_space = spaces.Discrete(self.n_items)
         self.user_env = env
 
     def action(self, action: np.int64) -> Action:
         """The one-item slate of an item index."""
         index = np.asarray(action, dtype=np.int64).reshape(-1)
-        if index.shape != (1,) or not self.action_space.contains(int(index[0])):
+        if index.shape != (1,) or not 0 <= int(index[0]) < self.n_items:
             raise ValueError(
-                f"an action is one item index in 0..{self.action_space.n - 1}, got {action!r}"
+                f"an action is one item index in 0..{self.n_items - 1}, got {action!r}"
             )
         return index
 
@@ -49,8 +50,9 @@ class SingleItemEnv(gym.ActionWrapper[Obs, np.int64, Action]):
         """The items the next step may recommend (bool, ``n_items``), as sb3-contrib reads it."""
         return self.user_env.action_mask().astype(np.bool_)
 
+    # gymnasium's stubs declare Env.spec an attribute; Wrapper.spec is a property too.
     @property
-    def spec(self) -> EnvSpec | None:
+    def spec(self) -> EnvSpec | None:  # type: ignore[override]
         """The wrapped environment's spec, not a deep copy as gymnasium's wrappers make.
 
         ``gymnasium.make`` needs a spec, and live arguments (an engine, a model client) cannot

@@ -40,11 +40,16 @@ def _sb3(
     return SB3VecEnv(vector, single_item=single_item), executor
 
 
+def vector_shape(vec: SB3VecEnv) -> tuple[int, ...]:
+    """One observation's shape."""
+    return tuple(vec.observation_space.shape or ())
+
+
 def test_reset_returns_observations_and_keeps_infos(engine: Engine, fake: FakeChatModel) -> None:
     vec, executor = _sb3(engine, fake)
     vec.seed(7)
-    obs = vec.reset()
-    assert obs.shape == (3, *vec.observation_space.shape) and obs.dtype == np.float32
+    obs = np.asarray(vec.reset())
+    assert obs.shape == (3, *vector_shape(vec)) and obs.dtype == np.float32
     assert all(info["step"] == 0 for info in vec.reset_infos)
     # Seeds as SB3 sets them (seed + index) choose the same users as single environments.
     single = SimulatedUserEnv(tiny_dataset(), env_config(), engine=engine, model=fake)
@@ -61,12 +66,13 @@ def test_a_step_is_one_batch_and_ended_episodes_reset_within_it(
     vec, executor = _sb3(engine, fake, max_steps=2)
     vec.reset()
     executor.batches.clear()
-    obs, rewards, dones, infos = vec.step(np.array([[20, 21, 22], [23, 24, 25], [26, 27, 28]]))
+    _, rewards, dones, infos = vec.step(np.array([[20, 21, 22], [23, 24, 25], [26, 27, 28]]))
     assert executor.batches == [3] and not dones.any()
     assert isinstance(infos, list) and len(infos) == 3 and all(i["step"] == 1 for i in infos)
     assert rewards.dtype == np.float32 and (rewards > 0).all()
     assert not any(i["TimeLimit.truncated"] for i in infos)
-    obs, rewards, dones, infos = vec.step(np.array([[29, 30, 31]] * 3))
+    next_obs, rewards, dones, infos = vec.step(np.array([[29, 30, 31]] * 3))
+    obs = np.asarray(next_obs)
     # max_steps=2: every episode was truncated, and reset in a second batch of the same step.
     assert executor.batches == [3, 3, 3] and dones.all()
     for n, info in enumerate(infos):

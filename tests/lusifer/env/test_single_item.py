@@ -31,7 +31,7 @@ def test_single_item_mode_is_a_discrete_action_over_the_items(make_env: MakeEnv)
 def test_single_item_mode_penalises_a_masked_item(make_env: MakeEnv) -> None:
     env = SingleItemEnv(make_env(slate_size=1, invalid_penalty=0.5))
     env.reset(options={"user_id": 1})
-    _, reward, _, _, info = env.step(0)  # rated in training
+    _, reward, _, _, info = env.step(np.int64(0))  # rated in training
     assert reward == -0.5 and info["valid"].tolist() == [False]
 
 
@@ -44,7 +44,7 @@ def test_single_item_mode_refuses_an_action_out_of_range(make_env: MakeEnv) -> N
     env = SingleItemEnv(make_env(slate_size=1))
     env.reset(options={"user_id": 1})
     with pytest.raises(ValueError, match="one item index"):
-        env.step(N_ITEMS)
+        env.step(np.int64(N_ITEMS))
 
 
 def test_slate_masks_are_the_item_mask_tiled_per_slot(make_env: MakeEnv) -> None:
