@@ -216,8 +216,9 @@ def report(training: Training, args: argparse.Namespace) -> None:
     console.print(table)
     for n, ep in enumerate(training.episodes, start=1):
         console.print(f"episode {n}: user {ep.user_id}, {ep.length} steps, reward {ep.reward:.2f}")
-    first = means[0] if means else float("nan")
-    last = means[-1] if means else float("nan")
+    rewards = [e.reward for e in training.episodes]
+    first = float(np.mean(rewards[: args.block])) if rewards else float("nan")
+    last = float(np.mean(rewards[-args.block :])) if rewards else float("nan")
     console.print(
         f"{training.algorithm}: {training.steps} steps, {len(training.episodes)} episodes, "
         f"mean reward first {args.block} episodes {first:.2f}, last {args.block} {last:.2f}; "
