@@ -203,6 +203,24 @@ def utilisation(
     _local_figures(data_dir, users, overview_chars, stub, json_path, ("lusifer",))
 
 
+@app.command("env-steps")
+def env_steps(
+    data_dir: DataDir = DEFAULT_DATA,
+    latency: Annotated[float, typer.Option(help="Stub latency in seconds")] = 1.0,
+    steps: Annotated[int, typer.Option(help="Measured vector steps per row")] = 5,
+    users: Annotated[str, typer.Option(help="Users stepped at once")] = "1,16,64",
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """5. Environment steps per second (SB3VecEnv) through threads and Celery workers."""
+    # Imported here: it needs the rl extra (stable-baselines3), which the other figures do not.
+    from bench.env_steps import measure_env_steps, print_env_steps
+
+    counts = tuple(int(part) for part in users.split(",") if part.strip())
+    figure = measure_env_steps(data_dir.resolve(), latency_s=latency, steps=steps, users=counts)
+    print_env_steps(figure)
+    save_figure(json_path, "env_steps", figure)
+
+
 @app.command("all")
 def all_figures(
     data_dir: DataDir = DEFAULT_DATA,

@@ -33,6 +33,7 @@ from sqlalchemy import Engine, case, func
 from sqlmodel import Session, col, select
 
 from lusifer.core.config import LLMConfig, StructuredOutput
+from lusifer.core.errors import LusiferError
 from lusifer.core.settings import get_settings
 from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import EnvConfig, LocalExecutor, SimulatedUserVectorEnv, profile_history
@@ -269,8 +270,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Train, evaluate and print the learning curve."""
+    """Train, evaluate and print the learning curve; a failure is one line and exit code 1."""
     args = parse_args(argv)
+    try:
+        return _train_and_report(args)
+    except LusiferError as err:
+        # A model that times out or a bad input is expected: say it in one line.
+        console.print(f"[red]error:[/red] {err}", highlight=False)
+        return 1
+
+
+def _train_and_report(args: argparse.Namespace) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     root = _data_dir(args.data_dir)
     overviews = root / "tmdb" / "ml-100k_movies_tmdb.csv"

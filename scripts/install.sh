@@ -28,7 +28,7 @@ if [ ! -f "$stamp" ]; then
             .venv/bin/python -m pip wheel --quiet --no-deps --no-cache-dir -w "$wheels" "$llama" \
             2> >(grep -v "$noise" >&2)
     fi
-    .venv/bin/python -m pip install --quiet -e ".[local,dev]" -c .ci/constraints.txt \
+    .venv/bin/python -m pip install --quiet -e ".[local,dev,rl]" -c .ci/constraints.txt \
         --find-links "$wheels" 2> >(grep -v "$noise" >&2)
     # A .venv made before this rule holds the native build: replace it.
     .venv/bin/python -m pip install --quiet --force-reinstall --no-deps \

@@ -11,7 +11,19 @@ this episode and repeats within a slate are masked. ``info["action_mask"]`` (int
 allowed; also ``env.action_mask()``) says which items the next slate may hold; it plugs into
 ``env.action_space.sample(mask=(mask,) * slate_size)``. A masked item in a slate is not shown to
 the user (no LLM call for it) and costs ``invalid_penalty`` reward. When fewer than
-``slate_size`` items remain allowed the episode is truncated.
+``slate_size`` items remain allowed the episode is truncated. ``env.action_masks()`` is the
+same mask as sb3-contrib reads it for ``MultiDiscrete``: bool, the item mask tiled once per slot.
+**Repeats within a slate:** per-slot masks cannot forbid them (each slot is masked, and sampled,
+on its own), so the environment treats a repeat as a masked item: only its first occurrence is
+shown, each repeat costs ``invalid_penalty`` and is marked in ``info["repeated"]``.
+
+**Single item.** ``SingleItemEnv`` (slate size 1) has a ``Discrete(n_items)`` action for DQN and
+other discrete-only algorithms; its ``action_masks()`` is the bool item mask.
+
+**Libraries.** ``gymnasium.make("lusifer/MovieLens100K-v0", ...)`` and
+``"lusifer/MovieLens100K-SingleItem-v0"`` (``lusifer.env.registration``);
+``lusifer.env.sb3_vec.SB3VecEnv`` is Stable-Baselines3's ``VecEnv`` over the vector
+environment (the ``rl`` extra).
 
 **Step.** The user rates the slate through the LLM with the batch runs' own prompts,
 validation, re-asking, call cache and token accounting (``lusifer.method.dialogues``), seeing its
@@ -36,8 +48,9 @@ and the episode's progress; see ``lusifer.env.observation``.
 **Info.** ``user_id``, ``step``, ``profile``, ``explanation`` (of the latest profile),
 ``profile_updated``, ``profile_history`` (dicts: step, source, profile, explanation, call_key,
 item_ids), ``action_mask``; after a step also ``slate``, ``ratings`` (aligned with the slate, 0:
-not rated), ``valid`` (False: masked), ``missing`` (items the LLM left unrated), ``reasks``,
-``left``. The episode's database id is ``env.episode_id`` (kept out of ``info``: it is random).
+not rated), ``valid`` (False: masked or repeated), ``repeated``, ``missing`` (items the LLM left
+unrated), ``reasks``, ``left``. The episode's database id is ``env.episode_id`` (kept out of
+``info``: it is random).
 
 **Scale.** ``SimulatedUserVectorEnv`` steps N users at once: in threads, or as Celery jobs
 (``lusifer.env_step``, ids only) when a broker is configured; results are read from the database.
@@ -48,12 +61,18 @@ from lusifer.env.config import REWARD_NAMES, EnvConfig, RewardName
 from lusifer.env.env import SimulatedUserEnv
 from lusifer.env.executors import CeleryExecutor, LocalExecutor, StepExecutor
 from lusifer.env.observation import HashingEncoder, ObservationLayout, ProfileEncoder
+from lusifer.env.registration import MOVIELENS, MOVIELENS_SINGLE_ITEM, register_envs
 from lusifer.env.rewards import REWARDS, RewardFn
 from lusifer.env.simulator import Simulator
+from lusifer.env.single_item import SingleItemEnv
 from lusifer.env.store import ProfileVersion, profile_history
 from lusifer.env.vector import SimulatedUserVectorEnv
 
+register_envs()
+
 __all__ = [
+    "MOVIELENS",
+    "MOVIELENS_SINGLE_ITEM",
     "REWARDS",
     "REWARD_NAMES",
     "Catalog",
@@ -69,6 +88,7 @@ __all__ = [
     "SimulatedUserEnv",
     "SimulatedUserVectorEnv",
     "Simulator",
+    "SingleItemEnv",
     "StepExecutor",
     "profile_history",
 ]

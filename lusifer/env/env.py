@@ -50,6 +50,7 @@ class _Episode:
     pending: str | None = None
     slate: NDArray[np.int64] | None = None
     valid: NDArray[np.bool_] | None = None
+    repeated: NDArray[np.bool_] | None = None
 
 
 class SimulatedUserEnv(gym.Env[Obs, Action]):
@@ -59,7 +60,8 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
     """
 
     # A plain class attribute, as gymnasium declares it.
-    metadata: dict[str, Any] = {"render_modes": ["ansi"]}  # noqa: RUF012
+    # render_fps: gymnasium's checker asks for one; a text frame per step has no natural rate.
+    metadata: dict[str, Any] = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012
 
     def __init__(
         self,
@@ -138,6 +140,14 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
             raise ResetNeeded("call reset() before asking for the action mask")
         return (~self._episode.blocked).astype(np.int8)
 
+    def action_masks(self) -> NDArray[np.bool_]:
+        """sb3-contrib's mask of a slate: the item mask tiled once per slot (bool, flat).
+
+        Slots are masked independently, so a slate may repeat an item: the repeat is not shown
+        and costs ``invalid_penalty`` like a masked item (``info["repeated"]`` marks it).
+        """
+        return np.tile(self.action_mask().astype(np.bool_), self.sim.config.slate_size)
+
     def render(self) -> str | None:
         """ANSI text: the user, the current profile and the last slate's ratings."""
         if self.render_mode != "ansi" or self._episode is None:
@@ -205,12 +215,14 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
                 f"0..{self.sim.catalog.n_items - 1}, got {action!r}"
             )
         valid = np.zeros(len(slate), dtype=np.bool_)
+        repeated = np.zeros(len(slate), dtype=np.bool_)
         for n, index in enumerate(slate):
             # Masked, or already earlier in this slate: not shown, penalised.
             valid[n] = not ep.blocked[index]
+            repeated[n] = bool(np.any(slate[:n] == index))
             ep.blocked[index] = True
         item_ids = [self.sim.catalog.item_ids[i] for i in slate[valid]]
-        ep.slate, ep.valid = slate, valid
+        ep.slate, ep.valid, ep.repeated = slate, valid, repeated
         new = step_request(ep.id, ep.step + 1, item_ids)
         ep.pending = new.id
         return new
@@ -218,7 +230,7 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
     def finish_step(self, result: RequestResult) -> tuple[Obs, float, bool, bool, dict[str, Any]]:
         """Take the ratings; compute reward, termination and the next observation."""
         ep = self._pending()
-        assert ep.slate is not None and ep.valid is not None
+        assert ep.slate is not None and ep.valid is not None and ep.repeated is not None
         self._check(ep, result)
         cfg, catalog = self.sim.config, self.sim.catalog
         ratings = np.zeros(len(ep.slate), dtype=np.int64)
@@ -244,6 +256,7 @@ class SimulatedUserEnv(gym.Env[Obs, Action]):
             slate=ep.slate.copy(),
             ratings=ratings,
             valid=ep.valid.copy(),
+            repeated=ep.repeated.copy(),
             missing=len(result.missing),
             reasks=result.reasks,
             left=terminated,

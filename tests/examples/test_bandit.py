@@ -109,3 +109,22 @@ def test_the_example_runs_against_the_stub(
     assert code == 0
     assert "Learning curve" in out and "popularity" in out and "Evaluation" in out
     assert "after step 0 (built)" in out
+
+
+def test_an_llm_that_refuses_is_one_line_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], movielens: Dataset
+) -> None:
+    import os
+
+    # The stub asks for a key the example does not send: a permanent error (401).
+    with StubServer(StubConfig(api_key="secret")) as stub:
+        code = main(
+            [
+                *("--base-url", stub.base_url, "--model", "stub-model"),
+                *("--data-dir", os.environ["LUSIFER_DATA_DIR"], "--work-dir", str(tmp_path)),
+                *("--users", "2", "--train-steps", "1", "--eval-steps", "1"),
+            ]
+        )
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 1
+    assert out.startswith("error: ") and "Traceback" not in out

@@ -20,6 +20,7 @@ from lusifer.core.settings import Settings
 from lusifer.data import Dataset, load_movielens_100k
 from lusifer.env import CeleryExecutor, EnvConfig, LocalExecutor, SimulatedUserVectorEnv
 from lusifer.env.executors import StepExecutor
+from lusifer.env.sb3_vec import SB3VecEnv
 from lusifer.llm import OpenAICompatibleModel
 from lusifer.queue import make_celery
 from lusifer.store.engines import create_tables, get_engine
@@ -205,3 +206,36 @@ def test_a_vector_step_of_16_users_costs_about_one_llm_latency(
     )
     # One after another, 16 users would take 16 s a step.
     assert median < 3 * latency
+
+
+def test_sb3_vec_env_steps_16_users_in_about_one_latency_and_workers_reset_them(
+    movielens: Dataset, database_url: str, tmp_path: Path
+) -> None:
+    latency, users = 1.0, 16
+    queue = f"env-{secrets.token_hex(4)}"
+    with (
+        stub_server("--latency", str(latency)) as stub,
+        celery_workers(service_env(database_url, queue, None), tmp_path, count=2, threads=8),
+    ):
+        config = _config(stub.base_url, max_steps=3, update_every=100, profile_history=10)
+        engine, executor = _celery(database_url, queue)
+        vector = SimulatedUserVectorEnv(users, movielens, config, engine=engine, executor=executor)
+        vec = SB3VecEnv(vector)
+        vec.seed(100)
+        vec.reset()  # warms up: workers finish starting, load the environment
+        rng = np.random.default_rng(0)
+        times, dones = [], []
+        for _ in range(3):
+            masks = vec.env_method("action_mask")
+            actions = np.stack([rng.choice(np.flatnonzero(m), 4, replace=False) for m in masks])
+            started = time.perf_counter()
+            _, _, done, infos = vec.step(actions)
+            times.append(time.perf_counter() - started)
+            dones.append(done)
+        vec.close()
+    # Steps 1 and 2 cost one latency each (16 users one after another: 16 s). Step 3 ends
+    # every episode (max_steps=3): the workers reset all 16 users in a second batch.
+    assert statistics.median(times[:2]) < 3 * latency, times
+    assert not dones[0].any() and dones[2].all()
+    assert all(i["TimeLimit.truncated"] and "terminal_observation" in i for i in infos)
+    assert all(r["step"] == 0 for r in vec.reset_infos)
