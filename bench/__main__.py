@@ -16,6 +16,7 @@ import typer
 
 from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
 from bench.report import console, save_figure
+from bench.scale import measure_scale, print_scale
 from bench.throughput import measure_throughput, print_throughput
 from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
 from lusifer.core.errors import LusiferError
@@ -138,6 +139,37 @@ def utilisation(
 ) -> None:
     """4. The model server's utilisation during a `lusifer` run (busy ÷ wall time)."""
     _local_figures(data_dir, users, overview_chars, stub, json_path, ("lusifer",))
+
+
+@app.command()
+def scale(
+    shape: Annotated[str, typer.Option(help="ml1m or ml1m-10x-users")] = "ml1m",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data")] = 0,
+    prompt_set: Annotated[str, typer.Option(help="lusifer, or paper (one item per call)")] = (
+        "lusifer"
+    ),
+    max_users: Annotated[int | None, typer.Option(help="First N users per fold (all)")] = None,
+    run_s: Annotated[float, typer.Option(help="Seconds to follow the run with workers")] = 120.0,
+    poll_steps: Annotated[int, typer.Option(help="Shares of done jobs to time a poll at")] = 10,
+    old_timeout_s: Annotated[float, typer.Option(help="Cap on the old poll's time")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per worker process")] = 64,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """5. A million jobs without a stall: plan memory, enqueue, poll cost, a long stretch."""
+    figure = measure_scale(
+        shape,
+        seed=seed,
+        prompt_set=prompt_set,
+        max_users=max_users,
+        run_s=run_s,
+        poll_steps=poll_steps,
+        old_timeout_s=old_timeout_s,
+        workers=workers,
+        threads=threads,
+    )
+    print_scale(figure, old_timeout_s)
+    save_figure(json_path, f"scale-{shape}-{prompt_set}", figure)
 
 
 @app.command("all")
