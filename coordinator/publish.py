@@ -23,8 +23,7 @@ from typing import Any
 
 from celery import Celery
 
-from lusifer.queue import TASK_BY_KIND, message_headers, send_jobs
-from lusifer.store.tables import Job
+from lusifer.queue import TASK_BY_KIND, JobRef, message_headers, send_jobs
 
 BATCH = 1000
 # Smaller sends (a worker's follow-ups, a sweep's few jobs) gain nothing from a template.
@@ -139,7 +138,7 @@ def _template(app: Celery, producer: Any, queue: str, kind: str) -> _Template | 
     return _Template(channel._q_for_pri(target, priority), first)
 
 
-def publish_jobs(app: Celery, jobs: Sequence[Job], queue: str) -> None:
+def publish_jobs(app: Celery, jobs: Sequence[JobRef], queue: str) -> None:
     """Send job ids to the queue: pipelined on Redis, one by one elsewhere or for a few."""
     if len(jobs) < MIN_BULK:
         send_jobs(app, jobs, queue)

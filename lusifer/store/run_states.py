@@ -39,11 +39,10 @@ def ready_job_ids(
     engine: Engine, run_id: str, states: tuple[str, ...] = (JobState.PENDING,)
 ) -> list[str]:
     """Jobs in ``states`` (pending by default) whose dependency is done (or that have none)."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Job.id).where(_ready(run_id, states)).order_by(col(Job.kind), col(Job.id))
-        ).all()
-    return list(rows)
+    # Core rows, not the ORM's: a large run's first poll returns 300k ids.
+    query = select(Job.id).where(_ready(run_id, states)).order_by(col(Job.kind), col(Job.id))
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
 
 
 def ready_jobs(engine: Engine, run_id: str, states: tuple[str, ...]) -> list[Job]:
