@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from alembic import command
 from sqlalchemy import Engine, text, update
 from sqlmodel import col
 
@@ -23,6 +24,7 @@ from lusifer.store.jobs import (
     requeue_job,
     take_for_queue,
 )
+from lusifer.store.migrate import alembic_config
 from lusifer.store.run_states import job_counts, ready_job_ids, reset_unfinished
 from lusifer.store.tables import Job, JobState, utcnow
 from tests.integration.services import postgres_schema
@@ -158,3 +160,19 @@ def test_counts_read_the_tally_not_the_jobs(engine: Engine) -> None:
         # A tally that disagrees with the jobs shows: the counts come from it alone.
         conn.execute(text("UPDATE jobtally SET n = n + 100 WHERE run_id = 'r' AND kind = 'rating'"))
     assert _counts(engine)["rating"] == {"pending": 106}
+
+
+def test_an_upgrade_fills_readiness_and_tally_from_the_jobs_already_there(
+    engine: Engine,
+) -> None:
+    _plan(engine)
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0005")
+    # Jobs of a run from before 0006: a done profile, a failed one, one still pending.
+    finish_job(engine, _profile(1), JobState.DONE)
+    finish_job(engine, _profile(2), JobState.FAILED, error="bad answer")
+
+    create_tables(engine)
+
+    assert _counts(engine) == _truth(engine)
+    assert ready_job_ids(engine, "r") == [_profile(3), _rating(1, 0), _rating(1, 1)]
