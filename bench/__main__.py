@@ -172,6 +172,25 @@ def scale(
     save_figure(json_path, f"scale-{shape}-{prompt_set}", figure)
 
 
+@app.command("scale-enqueue")
+def scale_enqueue(
+    jobs: Annotated[int, typer.Option(help="Ready jobs to send")] = 300_000,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """5b. The first enqueue of a large run and the lost-message scan, without its data."""
+    from bench.scale_phases import measure_enqueue_alone
+
+    figure = measure_enqueue_alone(jobs)
+    console.print(
+        f"sent {figure['sent']} jobs in {figure['enqueue_s']:.1f} s "
+        f"({figure['enqueue_us_per_job']:.0f} µs each, coordinator CPU "
+        f"{figure['enqueue_cpu_us_per_job']:.0f} µs); scanned {figure['held_in_broker']} "
+        f"messages in {figure['lost_scan_s']:.2f} s ({figure['lost_scan_us_per_message']:.1f} "
+        f"µs each, CPU {figure['lost_scan_cpu_us_per_message']:.1f} µs)"
+    )
+    save_figure(json_path, "scale-enqueue", figure)
+
+
 @app.command("all")
 def all_figures(
     data_dir: DataDir = DEFAULT_DATA,
