@@ -16,7 +16,7 @@ import typer
 
 from bench.overhead import ALL_FOLDS, measure_overhead, print_overhead
 from bench.report import console, save_figure
-from bench.scale import measure_scale, print_scale
+from bench.scale import measure_scale, print_scale, print_scale_polls
 from bench.throughput import measure_throughput, print_throughput
 from bench.tokens import PROMPT_SETS, measure_tokens, print_tokens, print_utilisation
 from lusifer.core.errors import LusiferError
@@ -189,6 +189,22 @@ def scale_enqueue(
         f"µs each, CPU {figure['lost_scan_cpu_us_per_message']:.1f} µs)"
     )
     save_figure(json_path, "scale-enqueue", figure)
+
+
+@app.command("scale-polls")
+def scale_polls(
+    users: Annotated[int, typer.Option(help="Users (x 5 folds)")] = 6_040,
+    ratings_per_user: Annotated[int, typer.Option(help="One-item rating jobs per user")] = 33,
+    poll_steps: Annotated[int, typer.Option(help="Shares of done jobs to time a poll at")] = 8,
+    old_timeout_s: Annotated[float, typer.Option(help="Cap on the old poll's time")] = 20.0,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """5c. One poll's cost along a million-job run (rows made in the database), new and old."""
+    from bench.scale_phases import measure_polls_alone
+
+    figure = measure_polls_alone(users, ratings_per_user, poll_steps, old_timeout_s)
+    print_scale_polls(figure["polls"], old_timeout_s)
+    save_figure(json_path, "scale-polls", figure)
 
 
 @app.command("all")

@@ -70,9 +70,12 @@ def measure_scale(
             )
         if run_s > 0:
             figure["run"] = follow_for(c, run_id, options["folds"], run_s, window_s=15.0)
+            # The steps below change jobs in bulk: no worker may hold (and lock) any of them.
+            for process in c.workers.processes:
+                process.terminate()
+                process.wait(120)
             with app.connection_for_write() as conn:
                 conn.default_channel.client.delete(c.settings.queue)
-            time.sleep(2.0)  # the jobs the workers hold finish (the stub answers at once)
         figure["polls"] = measure_polls(c.engine, run_id, poll_steps, old_timeout_s=old_timeout_s)
     return figure
 
@@ -141,10 +144,15 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
     for name, value in rows:
         table.add_row(name, value)
     print_table(table)
+    print_scale_polls(figure["polls"], old_timeout_s)
+
+
+def print_scale_polls(points: list[dict[str, Any]], old_timeout_s: float) -> None:
+    """The poll's cost at each share of done jobs."""
     polls = Table(title="Cost of one coordinator poll as jobs get done (ms, median of 3)")
     for column in ("done jobs", "ready", "counts", "new total", "old total"):
         polls.add_column(column, justify="right")
-    for point in figure["polls"]:
+    for point in points:
         polls.add_row(
             str(point["done_jobs"]),
             f"{point['ready_ms']:.1f}",

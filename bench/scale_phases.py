@@ -263,3 +263,54 @@ def measure_enqueue_alone(jobs: int) -> dict[str, Any]:
             return measure_enqueue(engine, make_celery(settings), run_id, queue)
         finally:
             engine.dispose()
+
+
+def measure_polls_alone(
+    users: int, ratings_per_user: int, steps: int, old_timeout_s: float
+) -> dict[str, Any]:
+    """The poll's cost along a run shaped like ML-1M with the paper prompt set (a profile and
+    ``ratings_per_user`` one-item rating jobs per user and fold), its rows made in the database
+    with no data to load: profiles queued as after the first enqueue, ratings waiting."""
+    import secrets
+
+    from lusifer.store.engines import create_tables
+    from tests.integration.services import postgres_schema
+
+    run_id = f"bench-polls-{secrets.token_hex(3)}"
+    with postgres_schema("lusifer_bench") as url:
+        engine = get_engine(url)
+        create_tables(engine)
+        started = time.perf_counter()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO job (id, run_id, fold, user_id, kind, chunk, state, waiting, "
+                    "inputs_json, attempts, reasks, updated_at) SELECT :r || '/f' || f || '/' || "
+                    "u || '/profile', :r, 'f' || f, u, 'profile', 0, 'queued', false, '{}', 0, 0, "
+                    "now() FROM generate_series(1, :users) AS u, generate_series(1, 5) AS f"
+                ),
+                {"r": run_id, "users": users},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO job (id, run_id, fold, user_id, kind, chunk, state, depends_on, "
+                    "waiting, inputs_json, attempts, reasks, updated_at) SELECT :r || '/f' || f "
+                    "|| '/' || u || '/rating/' || c, :r, 'f' || f, u, 'rating', c, 'pending', "
+                    ":r || '/f' || f || '/' || u || '/profile', true, '{}', 0, 0, now() "
+                    "FROM generate_series(1, :users) AS u, generate_series(1, 5) AS f, "
+                    "generate_series(0, :per - 1) AS c"
+                ),
+                {"r": run_id, "users": users, "per": ratings_per_user},
+            )
+            conn.execute(text("ANALYZE job"))
+        made_s = time.perf_counter() - started
+        try:
+            points = measure_polls(engine, run_id, steps, old_timeout_s=old_timeout_s)
+        finally:
+            engine.dispose()
+    return {
+        "users": users,
+        "jobs": users * 5 * (1 + ratings_per_user),
+        "made_s": made_s,
+        "polls": points,
+    }
