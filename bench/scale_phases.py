@@ -205,14 +205,17 @@ def measure_polls(
     for step in range(steps + 1):
         if step:
             low, high = (step - 1) * top // steps + 1, step * top // steps
+            # As a worker does: the ratings are taken (running) when their profile ends, so
+            # they are never pending and ready on the way; then they end too.
+            bounds = {"r": run_id, "low": low, "high": high}
             with engine.begin() as conn:
-                for kind in ("profile", "rating"):
+                for kind, state in (("rating", "running"), ("profile", "done"), ("rating", "done")):
                     conn.execute(
                         text(
-                            "UPDATE job SET state = 'done' WHERE run_id = :r AND kind = :k "
+                            "UPDATE job SET state = :s WHERE run_id = :r AND kind = :k "
                             "AND user_id BETWEEN :low AND :high"
                         ),
-                        {"r": run_id, "k": kind, "low": low, "high": high},
+                        {**bounds, "k": kind, "s": state},
                     )
         with engine.connect() as conn:
             done = conn.execute(
@@ -227,6 +230,7 @@ def measure_polls(
                 "old_poll_ms": _old_poll_ms(engine, run_id, old_timeout_s),
             }
         )
+        print(f"poll at {points[-1]}", flush=True)  # a long figure shows its points as it goes
     return points
 
 
