@@ -54,13 +54,14 @@ END $$;
 
 CREATE OR REPLACE FUNCTION lusifer_job_tally_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- Old rows count -1 and new rows +1; a row whose state did not change cancels out. No
+    -- join of the two tables: they have no statistics, and a nested loop over a resume's
+    -- million rows would never end.
     INSERT INTO jobtallydelta (run_id, kind, state, delta)
     SELECT run_id, kind, state, sum(delta) FROM (
-        SELECT o.run_id, o.kind, o.state, -1 AS delta
-        FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE n.state <> o.state
+        SELECT run_id, kind, state, -1 AS delta FROM old_rows
         UNION ALL
-        SELECT n.run_id, n.kind, n.state, 1 AS delta
-        FROM old_rows o JOIN new_rows n ON n.id = o.id WHERE n.state <> o.state
+        SELECT run_id, kind, state, 1 AS delta FROM new_rows
     ) AS changes
     GROUP BY run_id, kind, state HAVING sum(delta) <> 0;
     RETURN NULL;
