@@ -23,6 +23,7 @@ from bench.overhead import (
     print_overhead,
 )
 from bench.report import console, save_figure
+from bench.scale import measure_scale, print_scale, print_scale_polls
 from bench.sdk import measure_sdk, print_sdk
 from bench.sdk_calls import CLIENTS
 from bench.throughput import measure_throughput, print_throughput
@@ -211,7 +212,7 @@ def env_steps(
     users: Annotated[str, typer.Option(help="Users stepped at once")] = "1,16,64",
     json_path: JsonOut = DEFAULT_JSON,
 ) -> None:
-    """5. Environment steps per second (SB3VecEnv) through threads and Celery workers."""
+    """6. Environment steps per second (SB3VecEnv) through threads and Celery workers."""
     # Imported here: it needs the rl extra (stable-baselines3), which the other figures do not.
     from bench.env_steps import measure_env_steps, print_env_steps
 
@@ -219,6 +220,72 @@ def env_steps(
     figure = measure_env_steps(data_dir.resolve(), latency_s=latency, steps=steps, users=counts)
     print_env_steps(figure)
     save_figure(json_path, "env_steps", figure)
+
+
+@app.command()
+def scale(
+    shape: Annotated[str, typer.Option(help="ml1m or ml1m-10x-users")] = "ml1m",
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic data")] = 0,
+    prompt_set: Annotated[str, typer.Option(help="lusifer, or paper (one item per call)")] = (
+        "lusifer"
+    ),
+    max_users: Annotated[int | None, typer.Option(help="First N users per fold (all)")] = None,
+    run_s: Annotated[float, typer.Option(help="Seconds to follow the run with workers")] = 120.0,
+    poll_steps: Annotated[int, typer.Option(help="Shares of done jobs to time a poll at")] = 10,
+    old_timeout_s: Annotated[float, typer.Option(help="Cap on the old poll's time")] = 30.0,
+    workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
+    threads: Annotated[int, typer.Option(help="Threads per worker process")] = 64,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """7. A million jobs without a stall: plan memory, enqueue, poll cost, a long stretch."""
+    figure = measure_scale(
+        shape,
+        seed=seed,
+        prompt_set=prompt_set,
+        max_users=max_users,
+        run_s=run_s,
+        poll_steps=poll_steps,
+        old_timeout_s=old_timeout_s,
+        workers=workers,
+        threads=threads,
+    )
+    print_scale(figure, old_timeout_s)
+    save_figure(json_path, f"scale-{shape}-{prompt_set}", figure)
+
+
+@app.command("scale-enqueue")
+def scale_enqueue(
+    jobs: Annotated[int, typer.Option(help="Ready jobs to send")] = 300_000,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """7b. The first enqueue of a large run and the lost-message scan, without its data."""
+    from bench.scale_phases import measure_enqueue_alone
+
+    figure = measure_enqueue_alone(jobs)
+    console.print(
+        f"sent {figure['sent']} jobs in {figure['enqueue_s']:.1f} s "
+        f"({figure['enqueue_us_per_job']:.0f} µs each, coordinator CPU "
+        f"{figure['enqueue_cpu_us_per_job']:.0f} µs); scanned {figure['held_in_broker']} "
+        f"messages in {figure['lost_scan_s']:.2f} s ({figure['lost_scan_us_per_message']:.1f} "
+        f"µs each, CPU {figure['lost_scan_cpu_us_per_message']:.1f} µs)"
+    )
+    save_figure(json_path, "scale-enqueue", figure)
+
+
+@app.command("scale-polls")
+def scale_polls(
+    users: Annotated[int, typer.Option(help="Users (x 5 folds)")] = 6_040,
+    ratings_per_user: Annotated[int, typer.Option(help="One-item rating jobs per user")] = 33,
+    poll_steps: Annotated[int, typer.Option(help="Shares of done jobs to time a poll at")] = 8,
+    old_timeout_s: Annotated[float, typer.Option(help="Cap on the old poll's time")] = 20.0,
+    json_path: JsonOut = DEFAULT_JSON,
+) -> None:
+    """7c. One poll's cost along a million-job run (rows made in the database), new and old."""
+    from bench.scale_phases import measure_polls_alone
+
+    figure = measure_polls_alone(users, ratings_per_user, poll_steps, old_timeout_s)
+    print_scale_polls(figure["polls"], old_timeout_s)
+    save_figure(json_path, "scale-polls", figure)
 
 
 @app.command("all")

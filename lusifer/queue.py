@@ -8,14 +8,14 @@ from __future__ import annotations
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 
 from lusifer.core.errors import ConfigurationError
 from lusifer.core.settings import Settings
-from lusifer.store.tables import Job, JobKind
+from lusifer.store.tables import JobKind
 
 PROFILE_TASK = "lusifer.profile"
 RATING_TASK = "lusifer.rate"
@@ -134,7 +134,17 @@ def make_celery(settings: Settings, broker_url: str | None = None) -> Celery:
     return app
 
 
-def send_jobs(app: Celery, jobs: Sequence[Job], queue: str) -> None:
+class JobRef(Protocol):
+    """What a job's message needs of it (a ``Job``, or a row just moved to queued)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def kind(self) -> str: ...
+
+
+def send_jobs(app: Celery, jobs: Sequence[JobRef], queue: str) -> None:
     """Send job ids to the queue, by task name."""
     with app.producer_or_acquire() as producer:
         for job in jobs:

@@ -25,7 +25,7 @@ from coordinator.api.options import check_method, frame_columns, llm_config, run
 from coordinator.api.scores import fold_results_frame, score_frame
 from coordinator.api.stored import Results, profiles_frame, read_results
 from coordinator.cli.common import settings_or_fail
-from coordinator.plan import plan_run
+from coordinator.plan import ExpectedRatings, plan_run
 from coordinator.runner import resolve_dataset_config
 from coordinator.services import Services, database_url_of, run_services
 from lusifer.core.errors import ConfigurationError, DataError
@@ -160,7 +160,7 @@ class Lusifer:
         dataset = fold_dataset(self.data, placeholder, fold=self.fold)
         plan = plan_run(run_id, self.config, dataset, self.prompts)
         plan.jobs = [job for job in plan.jobs if job["kind"] == JobKind.PROFILE]
-        plan.expected = []
+        plan.expected = ExpectedRatings(run_id)  # profiles only: no rating is expected
         found = self._execute(plan, dataset)
         self.profiles_run_id = run_id
         self._episodes.clear()  # new profiles: episodes start again from them

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Engine, and_, bindparam, or_, update
 from sqlalchemy import select as sa_select
@@ -163,39 +163,46 @@ def release_job(engine: Engine, job_id: str, error: str | None = None) -> None:
         )
 
 
+class QueuedJob(NamedTuple):
+    """A job just moved to queued: what its message needs."""
+
+    id: str
+    kind: str
+
+
 def take_for_queue(
     engine: Engine,
     job_ids: Sequence[str],
     from_states: Sequence[str],
     *,
     updated_before: datetime | None = None,
-) -> list[Job]:
+) -> list[QueuedJob]:
     """Move jobs from ``from_states`` to queued; return only those this caller moved.
 
     The conditional UPDATE ... RETURNING makes two callers (a worker handing on follow-ups and
     the coordinator's sweep) never send the same job twice. With ``updated_before`` only jobs
     untouched since then move: a lost job is sent again at most once per grace period.
+    Plain rows come back, not ``Job`` objects: building one cost ~0.3 ms, a minute and a half
+    for a large run's first 300k jobs.
     """
-    taken: list[Job] = []
+    job = Job.__table__  # type: ignore[attr-defined]
+    taken: list[QueuedJob] = []
     with session_scope(engine) as session:
         for start in range(0, len(job_ids), 500):
             part = list(job_ids[start : start + 500])
             conditions: list[ColumnElement[bool]] = [
-                col(Job.id).in_(part),
-                col(Job.state).in_(list(from_states)),
+                job.c.id.in_(part),
+                job.c.state.in_(list(from_states)),
             ]
             if updated_before is not None:
-                conditions.append(col(Job.updated_at) < updated_before)
+                conditions.append(job.c.updated_at < updated_before)
             rows = session.execute(
-                update(Job)
+                update(job)
                 .where(*conditions)
                 .values(state=JobState.QUEUED, updated_at=utcnow())
-                .returning(col(Job.id), col(Job.kind))
+                .returning(job.c.id, job.c.kind)
             ).all()
-            taken.extend(
-                Job(id=row[0], kind=row[1], run_id="", fold="", user_id=0, inputs_json="")
-                for row in rows
-            )
+            taken.extend(QueuedJob(row[0], row[1]) for row in rows)
     return taken
 
 

@@ -6,50 +6,43 @@ progress from here, never from Celery results.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, func, update
+from sqlalchemy import Engine, literal, or_, update
 from sqlmodel import Session, col, select
 
 from lusifer.core.redaction import redact
 from lusifer.store.engines import session_scope
+from lusifer.store.job_tally import fold_tally, tallied_counts
 from lusifer.store.tables import Job, JobState, Run, RunStatus, utcnow
 
 
 def job_counts(engine: Engine, run_id: str) -> dict[str, dict[str, int]]:
-    """Number of jobs per kind and state."""
-    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Job.kind, Job.state, func.count())
-            .where(Job.run_id == run_id)
-            .group_by(col(Job.kind), col(Job.state))
-        ).all()
-    for kind, state, n in rows:
-        counts[kind][state] = int(n)
-    return counts
+    """Number of jobs per kind and state, from the tally the database keeps (``job_tally``)."""
+    fold_tally(engine, run_id)
+    return tallied_counts(engine, run_id)
 
 
 def _ready(run_id: str, states: tuple[str, ...]) -> Any:
-    """The readiness rule, written once: in one of ``states``, its dependency done or none."""
-    done = select(Job.id).where(Job.run_id == run_id, Job.state == JobState.DONE)
-    return (
-        (col(Job.run_id) == run_id)
-        & col(Job.state).in_(states)
-        & (col(Job.depends_on).is_(None) | col(Job.depends_on).in_(done))
-    )
+    """The readiness rule, written once: in one of ``states``, its dependency done or none.
+
+    ``waiting`` is cleared by the database when the dependency becomes done (migration 0006),
+    so the rule reads ready rows only (the partial index ``ix_job_ready`` for pending ones),
+    never the run's done jobs. The states are written into the SQL, not bound: a prepared
+    statement's generic plan cannot prove a bound ``state`` matches the partial index.
+    """
+    in_states = or_(*(col(Job.state) == literal(s, literal_execute=True) for s in states))
+    return (col(Job.run_id) == run_id) & in_states & ~col(Job.waiting)
 
 
 def ready_job_ids(
     engine: Engine, run_id: str, states: tuple[str, ...] = (JobState.PENDING,)
 ) -> list[str]:
     """Jobs in ``states`` (pending by default) whose dependency is done (or that have none)."""
-    with Session(engine) as session:
-        rows = session.exec(
-            select(Job.id).where(_ready(run_id, states)).order_by(col(Job.kind), col(Job.id))
-        ).all()
-    return list(rows)
+    # Core rows, not the ORM's: a large run's first poll returns 300k ids.
+    query = select(Job.id).where(_ready(run_id, states)).order_by(col(Job.kind), col(Job.id))
+    with engine.connect() as conn:
+        return list(conn.execute(query).scalars())
 
 
 def ready_jobs(engine: Engine, run_id: str, states: tuple[str, ...]) -> list[Job]:

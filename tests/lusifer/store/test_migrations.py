@@ -225,6 +225,10 @@ def test_a_database_made_just_before_migrations_with_every_table_is_adopted(
             conn.execute(text(f"ALTER TABLE run DROP COLUMN {added_since}"))
         conn.execute(text("DROP INDEX ix_job_depends_on"))  # 0005
         conn.execute(text("CREATE INDEX ix_simrating_run_fold ON simulatedrating (run_id, fold)"))
+        conn.execute(text("DROP INDEX ix_job_ready"))  # 0006
+        conn.execute(text("ALTER TABLE job DROP COLUMN waiting"))
+        conn.execute(text("DROP TABLE jobtally"))
+        conn.execute(text("DROP TABLE jobtallydelta"))
     _fill_at_0001(engine)
 
     outcome = upgrade_schema(engine)
