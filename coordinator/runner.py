@@ -223,10 +223,8 @@ def _header(config: RunConfig) -> str:
     return f"prompt set {config.prompt_set}, model {config.llm.model}"
 
 
-def _follow_and_report(
-    services: Services, run_id: str, config: RunConfig, settings: Settings, console: Console
-) -> None:
-    """Follow a run to its end, then print its tables."""
+def follow_run(services: Services, run_id: str, settings: Settings, console: Console) -> None:
+    """Follow a run to its end with the settings' leases, outage and stall bounds."""
     follow(
         services.engine,
         services.app,
@@ -240,6 +238,13 @@ def _follow_and_report(
         stall_warn_s=settings.stall_warn_s,
         stall_give_up_s=settings.stall_give_up_s,
     )
+
+
+def _follow_and_report(
+    services: Services, run_id: str, config: RunConfig, settings: Settings, console: Console
+) -> None:
+    """Follow a run to its end, then print its tables."""
+    follow_run(services, run_id, settings, console)
     results = aggregate_run(services.engine, run_id, config.folds)
     print_report(console, run_id, results, _header(config))
     raise_if_jobs_failed(services.engine, run_id)

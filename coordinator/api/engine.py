@@ -13,9 +13,9 @@ import hashlib
 
 from rich.console import Console
 
-from coordinator.follow import follow
 from coordinator.plan import Plan, store_plan
 from coordinator.run_lock import hold_run
+from coordinator.runner import follow_run
 from coordinator.services import Services
 from lusifer.core.settings import Settings
 from lusifer.data import Dataset
@@ -58,19 +58,7 @@ def run_plan(
             console.print(f"resuming run {run_id}: {reopened} unfinished jobs sent again")
             outcome = "resumed"
         try:
-            follow(
-                engine,
-                services.app,
-                run_id,
-                services.queue,
-                console,
-                lease_s=settings.job_lease_s,
-                requeue_grace_s=settings.requeue_grace_s,
-                health_check=services.health_check,
-                db_outage_s=settings.db_outage_s,
-                stall_warn_s=settings.stall_warn_s,
-                stall_give_up_s=settings.stall_give_up_s,
-            )
+            follow_run(services, run_id, settings, console)
         except KeyboardInterrupt:
             console.print(
                 f"[yellow]interrupted[/]: run {run_id} is kept; the same call again resumes it "

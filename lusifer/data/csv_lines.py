@@ -46,7 +46,9 @@ class _Table:
         return DataError(f"{self.path} line {line}: {problem}: fix the file or the ColumnMapping")
 
 
-def read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash) -> _Table:
+def read_hashed(path: Path, hasher: hashlib._Hash) -> bytes:
+    """The bytes of a data file, fed to the dataset's fingerprint; a missing or unreadable
+    file is one line."""
     if not path.exists():
         raise DataError(f"{path} not found: pass the path of an existing CSV file")
     try:
@@ -57,6 +59,11 @@ def read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash)
         ) from None
     hasher.update(f"{path.name}\0{len(data)}\0".encode())
     hasher.update(data)
+    return data
+
+
+def read_table(path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash) -> _Table:
+    data = read_hashed(path, hasher)
     try:
         # A byte-order mark from spreadsheet exports would otherwise stick to the first column.
         utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")

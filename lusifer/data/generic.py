@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from lusifer.core.columns import ColumnMapping
 from lusifer.core.errors import ConfigurationError, DataError
-from lusifer.data.csv_lines import diagnose, read_table
+from lusifer.data.csv_lines import diagnose, read_hashed, read_table
 from lusifer.data.frames import (
     FrameColumns,
     check_known,
@@ -57,16 +57,7 @@ def _read_frame(
     path: Path, encoding: str, delimiter: str, hasher: hashlib._Hash, *, text: bool
 ) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame (``text``: every cell a string, for small tables)."""
-    if not path.exists():
-        raise DataError(f"{path} not found: pass the path of an existing CSV file")
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise DataError(
-            f"cannot read {path} ({err.strerror or err}): pass a CSV file you may read"
-        ) from None
-    hasher.update(f"{path.name}\0{len(data)}\0".encode())
-    hasher.update(data)
+    data = read_hashed(path, hasher)
     if _is_parquet(path):
         try:
             frame = pd.read_parquet(io.BytesIO(data))
