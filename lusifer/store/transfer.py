@@ -20,8 +20,9 @@ from sqlmodel import SQLModel
 from lusifer.store import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 _BATCH = 5000
-# Bookkeeping of the schema tool, not data: each database keeps its own.
-_SKIPPED = frozenset({"alembic_version"})
+# Not data: the schema tool's bookkeeping, and the job counts that the target's own triggers
+# keep as the jobs are copied in (copying them too would count every job twice).
+_SKIPPED = frozenset({"alembic_version", "jobtally", "jobtallydelta"})
 
 
 def _surrogate(column: Column[Any]) -> bool:

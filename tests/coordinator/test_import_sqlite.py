@@ -14,7 +14,8 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from lusifer.store.engines import get_engine
-from lusifer.store.tables import Run, SimulatedRating
+from lusifer.store.run_states import job_counts
+from lusifer.store.tables import Job, JobKind, JobState, Run, SimulatedRating
 from tests.coordinator.eval_fixtures import RUN_ID, store_run
 from tests.integration.services import postgres_schema
 
@@ -37,9 +38,27 @@ def _counts(url: str) -> tuple[int, int]:
     return int(runs), int(rated)
 
 
+def _add_jobs(url: str) -> None:
+    with Session(get_engine(url)) as session:
+        for user, state in ((1, JobState.DONE), (2, JobState.DONE), (3, JobState.FAILED)):
+            session.add(
+                Job(
+                    id=f"{RUN_ID}/u1/{user}/profile",
+                    run_id=RUN_ID,
+                    fold="u1",
+                    user_id=user,
+                    kind=JobKind.PROFILE,
+                    state=state,
+                    inputs_json="{}",
+                )
+            )
+        session.commit()
+
+
 def test_runs_of_a_sqlite_file_are_imported_once(data_dir: Path, tmp_path: Path) -> None:
     store_run(data_dir, tmp_path)
     source = tmp_path / "eval.db"
+    _add_jobs(f"sqlite:///{source}")
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     expected = _counts(f"sqlite:///{source}")
     with postgres_schema("lusifer_import") as url:
@@ -51,6 +70,8 @@ def test_runs_of_a_sqlite_file_are_imported_once(data_dir: Path, tmp_path: Path)
         assert again.returncode == 0, again.stderr
         assert "0 new runs" in again.stdout
         assert _counts(url) == expected  # nothing twice
+        # The target's own triggers counted the jobs as they came in: once each.
+        assert job_counts(get_engine(url), RUN_ID) == {"profile": {"done": 2, "failed": 1}}
         listed = _lusifer(["runs"], tmp_path, url)
         assert RUN_ID in listed.stdout
     assert hashlib.sha256(source.read_bytes()).hexdigest() == digest  # the file is untouched
