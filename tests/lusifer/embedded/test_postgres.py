@@ -16,7 +16,6 @@ from lusifer.core.errors import ServiceError
 from lusifer.embedded.postgres import (
     EmbeddedPostgres,
     bundled_major,
-    cleanup_orphan,
     embedded_postgres,
 )
 
@@ -91,20 +90,6 @@ def test_a_sigkilled_users_server_is_joined_and_stopped_by_the_next(tmp_path: Pa
     with embedded_postgres(tmp_path) as url, psycopg.connect(_dsn(url)) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert _servers(tmp_path) == []
-
-
-def test_cleanup_stops_an_orphan_and_spares_a_server_in_use(tmp_path: Path) -> None:
-    holder = _holder(tmp_path)
-    try:
-        assert not cleanup_orphan(tmp_path)  # a live user holds it
-        assert len(_servers(tmp_path)) == 1
-        holder.send_signal(signal.SIGKILL)
-        holder.wait(30)
-        assert cleanup_orphan(tmp_path)
-        assert _servers(tmp_path) == []
-    finally:
-        if holder.poll() is None:
-            holder.kill()
 
 
 def test_a_sigterm_on_a_user_stops_the_server(tmp_path: Path) -> None:
