@@ -32,6 +32,7 @@ from rich.table import Table
 from sqlalchemy import Engine, case, func
 from sqlmodel import Session, col, select
 
+from examples.interrupted import interrupted_line
 from lusifer.core.config import LLMConfig, StructuredOutput
 from lusifer.core.errors import LusiferError
 from lusifer.core.settings import get_settings
@@ -278,6 +279,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # A model that times out or a bad input is expected: say it in one line.
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 1
+    except KeyboardInterrupt:
+        console.print(interrupted_line(args.work_dir), highlight=False)
+        return 130
 
 
 def _train_and_report(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 
+from examples.interrupted import interrupted_line
 from lusifer.core.config import LLMConfig, StructuredOutput
 from lusifer.core.errors import LusiferError
 from lusifer.core.settings import get_settings
@@ -269,5 +270,8 @@ def run(
     except LusiferError as err:
         console.print(f"[red]error:[/red] {err}", highlight=False)
         return 1, None
+    except KeyboardInterrupt:
+        console.print(interrupted_line(args.work_dir), highlight=False)
+        return 130, None
     report(training, args)
     return 0, training

@@ -128,3 +128,17 @@ def test_an_llm_that_refuses_is_one_line_and_exit_1(
     out = " ".join(capsys.readouterr().out.split())
     assert code == 1
     assert out.startswith("error: ") and "Traceback" not in out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("examples.bandit._train_and_report", interrupted)
+    code = main(["--local-model", "--work-dir", str(tmp_path)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 130
+    assert f"interrupted: every finished LLM call is kept in {tmp_path}" in out
+    assert "Traceback" not in out

@@ -83,3 +83,17 @@ def test_dqn_with_a_slate_is_one_clear_error(
     out = " ".join(capsys.readouterr().out.split())  # rich wraps long lines
     assert code == 1 and training is None
     assert "set slate_size=1" in out and "Traceback" not in out
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(*_: object, **__: object) -> Training:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("examples.rl_common.train", interrupted)
+    code, training = ppo_slates.main(["--stub", "--work-dir", str(tmp_path)])
+    out = " ".join(capsys.readouterr().out.split())
+    assert code == 130 and training is None
+    assert f"interrupted: every finished LLM call is kept in {tmp_path}" in out
+    assert "Traceback" not in out
