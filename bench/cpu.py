@@ -59,6 +59,20 @@ class CpuMeter:
             name: {pid: process_cpu_s(pid) for pid in pids()} for name, pids in self._groups.items()
         }
 
+    def since_last(self) -> dict[str, float]:
+        """CPU seconds per group since the previous call (or ``start``), and start anew.
+
+        A process that appeared since counts from zero; one that ended takes its last seconds
+        with it (PostgreSQL backends come and go: a window may miss a little, never double).
+        """
+        after = self._sample()
+        spent = {
+            name: sum(cpu - self._before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in after.items()
+        }
+        self._before = after
+        return spent
+
     def start(self) -> None:
         """Remember where each process stands."""
         self._before = self._sample()

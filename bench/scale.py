@@ -129,6 +129,8 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
                 "calls/s first / last full window",
                 f"{run['calls_per_s_first']:.0f} / {run['calls_per_s_last']:.0f}",
             ),
+            _first_and_last_row(run["first_and_last"]),
+            ("database bytes per 100k ratings", _bytes_per_100k(run)),
             (
                 "poll (ready + counts) median / max",
                 f"{run['poll_ms_median']:.1f} / {run['poll_ms_max']:.1f} ms over {run['polls']}",
@@ -145,6 +147,30 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
         table.add_row(name, value)
     print_table(table)
     print_scale_polls(figure["polls"], old_timeout_s)
+
+
+def _first_and_last_row(summary: dict[str, Any]) -> tuple[str, str]:
+    def part(name: str) -> str:
+        cpu = summary.get(f"{name}_cpu_ms_per_job")
+        load = summary.get(f"{name}_load1")
+        return (
+            f"{summary.get(f'{name}_jobs_per_s', 0.0):.0f} jobs/s, "
+            f"{'–' if cpu is None else f'{cpu:.2f}'} CPU ms/job, "
+            f"load {'–' if load is None else f'{load:.1f}'}"
+        )
+
+    return ("first / last 10 % of windows", f"{part('first')} / {part('last')}")
+
+
+def _bytes_per_100k(run: dict[str, Any]) -> str:
+    rated = run["rated"]
+    if not rated:
+        return "–"
+    sizes = run["table_bytes"]
+    total = sum(sizes.values()) * 100_000 / rated / 1e6
+    top = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    parts = ", ".join(f"{name} {size * 100_000 / rated / 1e6:.0f}" for name, size in top)
+    return f"{total:.0f} MB ({parts})"
 
 
 def print_scale_polls(points: list[dict[str, Any]], old_timeout_s: float) -> None:

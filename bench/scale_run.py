@@ -8,6 +8,8 @@ the stored plan for a fixed time and stops; the figure says how far it got.
 from __future__ import annotations
 
 import io
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,71 @@ def _timing(call: Callable[..., Any], into: list[float]) -> Callable[..., Any]:
             into.append(1000.0 * (time.perf_counter() - started))
 
     return timed
+
+
+class _Windows:
+    """Every ``window_s``: jobs done (the database's tally), the CPU seconds of each group of
+    the cluster's processes, and the machine's load average.
+
+    On a shared machine calls/s follows whatever else runs; CPU ms per job does not, so the
+    two side by side say whether the run itself slowed down or the machine got busier.
+    """
+
+    def __init__(self, c: Cluster, run_id: str, window_s: float) -> None:
+        self._c, self._run_id, self._window_s = c, run_id, window_s
+        self._meter = c.cpu_meter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample_all, daemon=True)
+        self.rows: list[dict[str, Any]] = []
+
+    def _done(self) -> int:
+        counts = job_counts(self._c.engine, self._run_id)
+        return sum(states.get("done", 0) for states in counts.values())
+
+    def _sample_all(self) -> None:
+        last_t, last_done = time.perf_counter(), self._done()
+        self._meter.start()
+        while not self._stop.wait(self._window_s):
+            now, done = time.perf_counter(), self._done()
+            cpu = self._meter.since_last()
+            jobs = done - last_done
+            work_cpu = sum(v for k, v in cpu.items() if not k.startswith("Redis"))
+            self.rows.append(
+                {
+                    "t_s": now - self._started,
+                    "jobs": jobs,
+                    "jobs_per_s": jobs / (now - last_t),
+                    "cpu_ms_per_job": 1000.0 * work_cpu / jobs if jobs else None,
+                    "cpu_s": cpu,
+                    "load1": os.getloadavg()[0],
+                }
+            )
+            last_t, last_done = now, done
+
+    def __enter__(self) -> _Windows:
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def first_and_last(rows: list[dict[str, Any]], share: float = 0.1) -> dict[str, Any]:
+    """Mean jobs/s and CPU ms per job over the first and the last ``share`` of full windows."""
+    full = [r for r in rows if r["jobs"]]
+    k = max(1, int(len(full) * share))
+    parts = {"first": full[:k], "last": full[-k:]}
+    summary: dict[str, Any] = {}
+    for name, part in parts.items():
+        jobs = sum(r["jobs"] for r in part)
+        cpu = sum(sum(v for g, v in r["cpu_s"].items() if not g.startswith("Redis")) for r in part)
+        span = sum(r["jobs"] / r["jobs_per_s"] for r in part if r["jobs_per_s"])
+        summary[f"{name}_jobs_per_s"] = jobs / span if span else 0.0
+        summary[f"{name}_cpu_ms_per_job"] = 1000.0 * cpu / jobs if jobs else None
+        summary[f"{name}_load1"] = sum(r["load1"] for r in part) / len(part) if part else None
+    return summary
 
 
 def _windows(engine: Engine, window_s: float) -> list[float]:
@@ -81,8 +148,10 @@ def follow_for(
 
     started = time.perf_counter()
     finished = False
+    sampler = _Windows(c, run_id, window_s)
     try:
         with (
+            sampler,
             patch("coordinator.follow.ready_job_ids", _timing(ready_job_ids, ready_ms)),
             patch("coordinator.follow.job_counts", _timing(job_counts, counts_ms)),
         ):
@@ -138,4 +207,6 @@ def follow_for(
         "worker_peak_rss_mb": worker_peaks,
         "table_bytes": _table_bytes(c.engine),
         "report_s": report_s,
+        "windows": sampler.rows,
+        "first_and_last": first_and_last(sampler.rows),
     }
