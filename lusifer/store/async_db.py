@@ -175,7 +175,7 @@ async def _keep_session(_conn: Any) -> None:
 
 @contextmanager
 def _as_operational_error() -> Iterator[None]:
-    """asyncpg's lost and refused connections as SQLAlchemy's ``OperationalError``.
+    """asyncpg's lost and refused connections, and lost deadlocks, as ``OperationalError``.
 
     The worker hands a job back and retries it on ``OperationalError`` whichever driver
     met the database going away.
@@ -191,6 +191,9 @@ def _as_operational_error() -> Iterator[None]:
         # `ALTER DATABASE ... ALLOW_CONNECTIONS false`: "not currently accepting connections".
         asyncpg.exceptions.ObjectNotInPrerequisiteStateError,
         asyncpg.exceptions.TooManyConnectionsError,
+        # A deadlock or serialization failure (class 40) is as transient: the job is handed
+        # back and run again, not counted as an unexpected error that fails it after three.
+        asyncpg.exceptions.TransactionRollbackError,
         OSError,
     ) as err:
         raise OperationalError("asyncpg", None, err) from err

@@ -12,6 +12,7 @@ from sqlalchemy import Engine, literal, or_, update
 from sqlmodel import Session, col, select
 
 from lusifer.core.redaction import redact
+from lusifer.store.conflicts import retry_conflicts
 from lusifer.store.engines import session_scope
 from lusifer.store.job_tally import fold_tally, tallied_counts
 from lusifer.store.tables import Job, JobState, Run, RunStatus, utcnow
@@ -54,11 +55,13 @@ def ready_jobs(engine: Engine, run_id: str, states: tuple[str, ...]) -> list[Job
     return list(rows)
 
 
+@retry_conflicts
 def reset_unfinished(engine: Engine, run_id: str, *, include_running: bool) -> int:
     """Put queued and failed jobs of a run back to pending, for resume.
 
     Running jobs are included only when no worker can still hold them (local mode starts new
-    workers); in a cluster they are left to their lease.
+    workers); in a cluster they are left to their lease. A deadlock with a worker finishing a
+    job (its trigger locks the dependents) is retried, not reported.
     """
     states = [JobState.QUEUED, JobState.FAILED] + ([JobState.RUNNING] if include_running else [])
     with session_scope(engine) as session:
