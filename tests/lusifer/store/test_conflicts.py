@@ -77,11 +77,10 @@ def test_reset_that_loses_a_deadlock_runs_again(
 ) -> None:
     _jobs(engine)
     attempts: list[int] = []
-    counted = run_states.session_scope
 
     def counting(engine: Engine) -> Any:
         attempts.append(1)
-        return counted(engine)
+        return session_scope(engine)
 
     monkeypatch.setattr(run_states, "session_scope", counting)
     outcome: list[object] = []
