@@ -38,6 +38,12 @@ def concurrency() -> int:
     return _concurrency or get_settings().worker_concurrency
 
 
+def max_held() -> int:
+    """Rating jobs this process may hold beside those it runs (see ``worker_max_held``)."""
+    setting = get_settings().worker_max_held
+    return 4 * concurrency() if setting is None else setting
+
+
 class PrioritySlots:
     """A counting semaphore of an event loop whose urgent waiters are served first.
 

@@ -74,6 +74,14 @@ class Settings(BaseSettings):
         "process on one core keeps about this many calls in flight; 80 leaves room for the "
         "milliseconds a job spends on the database between calls, so at least 64 always are.",
     )
+    worker_max_held: int | None = Field(
+        default=None,
+        ge=0,
+        description="Rating jobs a worker process holds beside those it runs: a profile job "
+        "that ends done takes its user's rating jobs along only while the process holds fewer "
+        "(unset: 4 x its concurrency; 0: never). The others go through the queue, so a large "
+        "run never piles up in one worker's memory.",
+    )
     db_pool_size: int = Field(
         default=5,
         ge=1,
