@@ -107,10 +107,11 @@ def _plan_and_store(config_data: dict[str, Any], database_url: str, run_id: str)
             store_plan(engine, plan, dataset)
         set_run_status(engine, run_id, "running")
     figures["peak_mb_by_phase"] = peaks.peaks
-    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3
+    # ru_maxrss is in KiB; the sampled peaks are in MB (10^6 bytes).
+    figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
     figures["plan"] = describe_plan(plan)
-    figures["jobs"] = len(plan.jobs)
-    figures["expected_ratings"] = len(plan.expected)
+    figures["jobs"] = plan.job_count
+    figures["expected_ratings"] = plan.expected_ratings
     figures["users"] = sum(plan.users_per_fold.values())
     return figures
 

@@ -26,22 +26,20 @@ from lusifer.data.frames import (
     ratings_array,
     users_from_frame,
 )
-from lusifer.data.model import Dataset, Fold, Rating, User
+from lusifer.data.model import Dataset, Fold, Ratings, User
 
 
 def _k_folds(table: NDArray[np.int64], n_folds: int, seed: int) -> dict[str, Fold]:
     # Shuffle once, cut into k near-equal parts; each part is the test set of one fold.
-    # Indices are re-sorted so each split keeps the file's order, whatever the shuffle.
-    ratings = np.empty(len(table), dtype=object)
-    ratings[:] = [Rating(*row) for row in table.tolist()]  # one object per rating, shared
+    # Each split keeps the file's order, whatever the shuffle.
+    ratings = Ratings.from_table(table)
     parts = np.array_split(np.random.default_rng(seed).permutation(len(table)), n_folds)
     folds: dict[str, Fold] = {}
     for k, part in enumerate(parts):
         in_test = np.zeros(len(table), dtype=bool)
         in_test[part] = True
-        train = tuple(ratings[~in_test].tolist())
-        test = tuple(ratings[np.sort(part)].tolist())
-        folds[f"f{k + 1}"] = Fold(f"f{k + 1}", train, test)
+        name = f"f{k + 1}"
+        folds[name] = Fold(name, ratings.take(~in_test), ratings.take(in_test))
     return folds
 
 
