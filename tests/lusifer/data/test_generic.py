@@ -83,7 +83,7 @@ def test_folds_partition_the_ratings(tmp_path: Path) -> None:
         assert train | test == all_pairs and not train & test
         tested += test
     assert sorted(tested) == sorted(all_pairs)
-    rating = next(r for r in ds.folds["f1"].train + ds.folds["f1"].test if r.user_id == 1)
+    rating = next(r for r in [*ds.folds["f1"].train, *ds.folds["f1"].test] if r.user_id == 1)
     assert rating.rating == (1 + rating.item_id) % 5 + 1
 
 
