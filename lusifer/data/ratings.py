@@ -28,28 +28,39 @@ class Rating:
     timestamp: int
 
 
-def _column(values: ArrayLike, dtype: type[np.generic]) -> NDArray[Any]:
-    array = np.asarray(values).reshape(-1).astype(dtype, copy=False)
-    # Read-only, as the tuples of before were: folds are shared by every plan made from them.
+def _frozen(values: ArrayLike, dtype: type[np.generic]) -> NDArray[Any]:
+    # Contiguous: a column cut from an (n, 4) table would otherwise keep the whole table alive.
+    # Read-only through a view of its own, as the tuples of before were, without touching an
+    # array the caller passed in.
+    array = np.ascontiguousarray(np.asarray(values).reshape(-1), dtype=dtype).view()
     array.flags.writeable = False
     return array
 
 
 class Ratings(Sequence[Rating]):
-    """Ratings in four aligned columns, in the order they were given."""
+    """Ratings in four aligned columns, in the order they were given.
 
-    __slots__ = ("item_ids", "ratings", "timestamps", "user_ids")
+    A ``view`` names rows of another ``Ratings`` without copying them (4 bytes a rating): the
+    k folds of a dataset share its one set of columns, and each column of a view is gathered
+    when it is read, so read it once and keep it.
+    """
+
+    __slots__ = ("_base", "_rows")
 
     def __init__(
         self, user_ids: ArrayLike, item_ids: ArrayLike, ratings: ArrayLike, timestamps: ArrayLike
     ) -> None:
-        self.user_ids: NDArray[np.int32] = _column(user_ids, np.int32)
-        self.item_ids: NDArray[np.int32] = _column(item_ids, np.int32)
-        self.ratings: NDArray[np.int8] = _column(ratings, np.int8)
-        self.timestamps: NDArray[np.int64] = _column(timestamps, np.int64)
-        sizes = {len(self.user_ids), len(self.item_ids), len(self.ratings), len(self.timestamps)}
+        base = (
+            _frozen(user_ids, np.int32),
+            _frozen(item_ids, np.int32),
+            _frozen(ratings, np.int8),
+            _frozen(timestamps, np.int64),
+        )
+        sizes = {len(column) for column in base}
         if len(sizes) != 1:
             raise ValueError(f"rating columns of different lengths {sorted(sizes)}")
+        self._base: tuple[NDArray[Any], ...] = base
+        self._rows: NDArray[np.intp] | None = None
 
     @classmethod
     def from_table(cls, table: NDArray[np.integer[Any]]) -> Ratings:
@@ -63,8 +74,43 @@ class Ratings(Sequence[Rating]):
         rows = [(r.user_id, r.item_id, r.rating, r.timestamp) for r in records]
         return cls.from_table(np.array(rows, dtype=np.int64).reshape(-1, 4))
 
+    def view(self, rows: NDArray[np.bool_]) -> Ratings:
+        """The ratings where ``rows`` is true, in order, sharing these columns."""
+        found = np.flatnonzero(rows)
+        if self._rows is not None:
+            found = self._rows[found]
+        # Positions fit 32 bits whenever the ids do; half the bytes of numpy's default.
+        dtype = np.int32 if len(self._base[0]) < 2**31 else np.int64
+        shared = object.__new__(Ratings)
+        shared._base, shared._rows = self._base, _frozen(found, dtype)
+        return shared
+
+    def _column(self, k: int) -> NDArray[Any]:
+        column = self._base[k]
+        return column if self._rows is None else column[self._rows]
+
+    @property
+    def user_ids(self) -> NDArray[np.int32]:
+        """The users' ids."""
+        return self._column(0)
+
+    @property
+    def item_ids(self) -> NDArray[np.int32]:
+        """The items' ids."""
+        return self._column(1)
+
+    @property
+    def ratings(self) -> NDArray[np.int8]:
+        """The stars, 1..5 (0: a test pair whose real rating is not known)."""
+        return self._column(2)
+
+    @property
+    def timestamps(self) -> NDArray[np.int64]:
+        """Seconds since the epoch (the row order where a dataset has none)."""
+        return self._column(3)
+
     def __len__(self) -> int:
-        return len(self.user_ids)
+        return len(self._base[0] if self._rows is None else self._rows)
 
     @overload
     def __getitem__(self, index: int) -> Rating: ...
@@ -76,12 +122,8 @@ class Ratings(Sequence[Rating]):
         if isinstance(index, slice):
             return self.take(np.arange(len(self))[index])
         k = range(len(self))[index]  # negative indices and IndexError, as a tuple
-        return Rating(
-            int(self.user_ids[k]),
-            int(self.item_ids[k]),
-            int(self.ratings[k]),
-            int(self.timestamps[k]),
-        )
+        at = k if self._rows is None else int(self._rows[k])
+        return Rating(*(int(column[at]) for column in self._base))
 
     def __iter__(self) -> Iterator[Rating]:
         columns = (self.user_ids, self.item_ids, self.ratings, self.timestamps)
@@ -90,14 +132,8 @@ class Ratings(Sequence[Rating]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Ratings):
             return NotImplemented
-        return all(
-            np.array_equal(a, b)
-            for a, b in (
-                (self.user_ids, other.user_ids),
-                (self.item_ids, other.item_ids),
-                (self.ratings, other.ratings),
-                (self.timestamps, other.timestamps),
-            )
+        return len(self) == len(other) and all(
+            np.array_equal(self._column(k), other._column(k)) for k in range(4)
         )
 
     __hash__ = None  # type: ignore[assignment]  # equal by content, and mutable-looking arrays
@@ -106,10 +142,9 @@ class Ratings(Sequence[Rating]):
         return f"Ratings({len(self)} ratings)"
 
     def take(self, rows: NDArray[np.integer[Any]] | NDArray[np.bool_]) -> Ratings:
-        """The ratings at ``rows`` (indices or a mask), in that order."""
-        return Ratings(
-            self.user_ids[rows], self.item_ids[rows], self.ratings[rows], self.timestamps[rows]
-        )
+        """The ratings at ``rows`` (indices or a mask), in that order, in columns of their own."""
+        at = rows if self._rows is None else self._rows[rows]
+        return Ratings(*(column[at] for column in self._base))
 
     def of_users(self, users: ArrayLike) -> Ratings:
         """The ratings of ``users`` only, in the same order."""

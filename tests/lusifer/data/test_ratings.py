@@ -73,3 +73,17 @@ def test_fold_groupings_as_records() -> None:
     assert fold.test_by_user() == {2: [RECORDS[1]], 7: [RECORDS[0]]}
     empty = Fold.of("e", [], [])
     assert empty.train_by_user() == {} and len(empty.test) == 0
+
+
+def test_views_share_the_columns_and_read_as_copies() -> None:
+    ratings = Ratings.of(RECORDS)
+    mask = np.array([True, False, True, True, False])
+    view = ratings.view(mask)
+    assert view == ratings.take(mask) and len(view) == 3
+    assert view[1] == RECORDS[2] and view[-1] == RECORDS[3]
+    assert list(view) == [RECORDS[0], RECORDS[2], RECORDS[3]]
+    again = view.view(np.array([False, True, True]))  # a view of a view names base rows
+    assert list(again) == [RECORDS[2], RECORDS[3]]
+    assert list(again.take(np.array([1]))) == [RECORDS[3]]
+    assert view.grouped(chronological=True).pairs(1) == [(12, 1), (30, 4)]
+    assert view.positions([7], [12]).tolist() == [1]
