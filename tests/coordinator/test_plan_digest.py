@@ -8,7 +8,6 @@ The digests were taken with the planner of before the columnar folds and the str
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -107,15 +106,10 @@ def _config(**changes: object) -> RunConfig:
     return RunConfig.model_validate(base)
 
 
-@pytest.fixture(scope="module")
-def movielens() -> Dataset:
-    root = os.environ.get("LUSIFER_DATA_DIR")
-    if not root:
-        pytest.skip("LUSIFER_DATA_DIR is not set: point it at a directory holding ml-100k/")
-    base = Path(root)
-    return load_movielens_100k(
-        base / "ml-100k", base / "tmdb" / "ml-100k_movies_tmdb.csv", folds=ML_FOLDS
-    )
+@pytest.fixture
+def movielens(data_dir: Path) -> Dataset:
+    overviews = data_dir / "tmdb" / "ml-100k_movies_tmdb.csv"
+    return load_movielens_100k(data_dir / "ml-100k", overviews, folds=ML_FOLDS)
 
 
 def _write_csv(root: Path) -> tuple[Path, Path, Path]:
