@@ -1,7 +1,7 @@
 """Ratings as four aligned numpy columns: 17 bytes a rating instead of a Python object each.
 
-A ``Rating`` object and its tuple slot cost about 0.1 KB; a 5 M-rating dataset split into five
-folds held 25 M of them. ``Ratings`` keeps the columns (ids in int32, which the loaders
+A ``Rating`` object and its tuple slots cost about 0.1 KB; a 5 M-rating dataset in five folds
+held 5 M of them in 25 M slots. ``Ratings`` keeps the columns (ids in int32, which the loaders
 enforce; stars in int8; timestamps in int64) and still reads as a sequence of ``Rating`` for
 the small consumers (baselines, the RL environment, tests); large ones use the columns, and
 ``grouped`` gives each user's rows in one sort instead of a dict of lists.
