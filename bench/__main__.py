@@ -235,6 +235,9 @@ def scale(
     old_timeout_s: Annotated[float, typer.Option(help="Cap on the old poll's time")] = 30.0,
     workers: Annotated[int, typer.Option(help="Worker processes")] = 2,
     threads: Annotated[int, typer.Option(help="Threads per worker process")] = 64,
+    plan_only: Annotated[
+        bool, typer.Option(help="Load, plan and store only: no worker, stub or broker")
+    ] = False,
     json_path: JsonOut = DEFAULT_JSON,
 ) -> None:
     """7. A million jobs without a stall: plan memory, enqueue, poll cost, a long stretch."""
@@ -248,6 +251,7 @@ def scale(
         old_timeout_s=old_timeout_s,
         workers=workers,
         threads=threads,
+        plan_only=plan_only,
     )
     print_scale(figure, old_timeout_s)
     save_figure(json_path, f"scale-{shape}-{prompt_set}", figure)

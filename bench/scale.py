@@ -19,7 +19,7 @@ from bench.cluster import cluster
 from bench.report import Table, print_table
 from bench.scale_phases import measure_enqueue, measure_polls, plan_in_child, run_config
 from bench.scale_run import follow_for
-from bench.synthetic import SHAPES, cache_dir, generate
+from bench.synthetic import SHAPES, SyntheticFiles, cache_dir, generate
 from lusifer.queue import make_celery
 
 TARGET_POLL_MS = 50.0
@@ -38,8 +38,10 @@ def measure_scale(
     old_timeout_s: float = 30.0,
     workers: int = 2,
     threads: int = 64,
+    plan_only: bool = False,
 ) -> dict[str, Any]:
-    """Every figure of one shape (see the module docstring)."""
+    """Every figure of one shape (see the module docstring); ``plan_only``: load, plan and
+    store alone, with no worker, stub or broker."""
     shape = SHAPES[shape_name]
     started = time.perf_counter()
     files = generate(shape, seed, cache_dir())
@@ -51,13 +53,13 @@ def measure_scale(
         "generate_s": time.perf_counter() - started,
     }
     run_id = f"bench-scale-{secrets.token_hex(3)}"
+    options: dict[str, Any] = {"prompt_set": prompt_set, "folds": ("f1", "f2", "f3", "f4", "f5")}
+    if max_users is not None:
+        options["max_users"] = max_users
+    if plan_only:
+        figure["plan"] = _plan_alone(files, run_id, options)
+        return figure
     with cluster(workers=workers, threads=threads, latency_s=0.0) as c:
-        options: dict[str, Any] = {
-            "prompt_set": prompt_set,
-            "folds": ("f1", "f2", "f3", "f4", "f5"),
-        }
-        if max_users is not None:
-            options["max_users"] = max_users
         data = run_config(files, c.stub.base_url, **options)
         figure["plan"] = plan_in_child(data, c.settings.database_url or "", run_id)
         app = make_celery(c.settings)
@@ -80,13 +82,27 @@ def measure_scale(
     return figure
 
 
+def _plan_alone(files: SyntheticFiles, run_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    from lusifer.store.engines import create_tables, get_engine
+    from tests.integration.services import postgres_schema
+
+    with postgres_schema("lusifer_bench") as url:
+        engine = get_engine(url)
+        create_tables(engine)
+        engine.dispose()
+        # Planning calls no LLM: the URL is only part of the stored configuration.
+        data = run_config(files, "http://127.0.0.1:9/v1", **options)
+        figures: dict[str, Any] = plan_in_child(data, url, run_id)
+    return figures
+
+
 def _fmt_ms(value: float | None, timeout_s: float) -> str:
     return f"> {timeout_s * 1000:.0f}" if value is None else f"{value:.1f}"
 
 
 def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
     """The figure as tables."""
-    plan, enqueue = figure["plan"], figure["enqueue"]
+    plan = figure["plan"]
     shape = figure["shape"]
     table = Table(title=f"5. Scale: {shape['name']} ({figure['prompt_set']} prompt set)")
     table.add_column("measure")
@@ -95,8 +111,12 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
     rows = [
         ("plan", plan["plan"]),
         (
-            "load / plan / store",
-            f"{plan['load_s']:.1f} / {plan['plan_s']:.1f} / {plan['store_s']:.1f} s",
+            "load / plan / store wall (CPU)",
+            " / ".join(
+                f"{plan[f'{p}_s']:.1f} ({plan.get(f'{p}_cpu_s', float('nan')):.1f})"
+                for p in ("load", "plan", "store")
+            )
+            + " s",
         ),
         (
             "coordinator RSS: after load / after plan / peak",
@@ -104,6 +124,22 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
             f"{plan['peak_rss_mb']:.0f} MB (target < {TARGET_PLAN_MB:.0f})",
         ),
         ("peak RSS by phase", ", ".join(f"{k} {v:.0f} MB" for k, v in peaks.items())),
+    ]
+    enqueue = figure.get("enqueue")
+    if enqueue:
+        rows += _enqueue_rows(enqueue)
+    run = figure.get("run")
+    if run:
+        rows += _run_rows(run)
+    for name, value in rows:
+        table.add_row(name, value)
+    print_table(table)
+    if "polls" in figure:
+        print_scale_polls(figure["polls"], old_timeout_s)
+
+
+def _enqueue_rows(enqueue: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
         (
             "first enqueue",
             f"{enqueue['sent']} jobs in {enqueue['enqueue_s']:.1f} s "
@@ -116,37 +152,34 @@ def print_scale(figure: dict[str, Any], old_timeout_s: float) -> None:
             f"({enqueue['lost_scan_us_per_message']:.1f} µs each)",
         ),
     ]
-    run = figure.get("run")
-    if run:
-        rows += [
-            (
-                "run stretch",
-                f"{run['wall_s']:.0f} s, {run['calls']} calls, {run['jobs_done']} jobs done, "
-                f"{run['rated']} ratings{' (finished)' if run['finished'] else ''}",
-            ),
-            ("calls/s, ms per call", f"{run['calls_per_s']:.0f}, {run['ms_per_call']:.2f} ms"),
-            (
-                "calls/s first / last full window",
-                f"{run['calls_per_s_first']:.0f} / {run['calls_per_s_last']:.0f}",
-            ),
-            _first_and_last_row(run["first_and_last"]),
-            ("database bytes per 100k ratings", _bytes_per_100k(run)),
-            (
-                "poll (ready + counts) median / max",
-                f"{run['poll_ms_median']:.1f} / {run['poll_ms_max']:.1f} ms over {run['polls']}",
-            ),
-            (
-                "peak RSS coordinator / workers",
-                f"{run['coordinator_peak_rss_mb']:.0f} / "
-                + ", ".join(f"{w:.0f}" for w in run["worker_peak_rss_mb"])
-                + " MB",
-            ),
-            ("report (aggregate) time", f"{run['report_s']:.1f} s"),
-        ]
-    for name, value in rows:
-        table.add_row(name, value)
-    print_table(table)
-    print_scale_polls(figure["polls"], old_timeout_s)
+
+
+def _run_rows(run: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            "run stretch",
+            f"{run['wall_s']:.0f} s, {run['calls']} calls, {run['jobs_done']} jobs done, "
+            f"{run['rated']} ratings{' (finished)' if run['finished'] else ''}",
+        ),
+        ("calls/s, ms per call", f"{run['calls_per_s']:.0f}, {run['ms_per_call']:.2f} ms"),
+        (
+            "calls/s first / last full window",
+            f"{run['calls_per_s_first']:.0f} / {run['calls_per_s_last']:.0f}",
+        ),
+        _first_and_last_row(run["first_and_last"]),
+        ("database bytes per 100k ratings", _bytes_per_100k(run)),
+        (
+            "poll (ready + counts) median / max",
+            f"{run['poll_ms_median']:.1f} / {run['poll_ms_max']:.1f} ms over {run['polls']}",
+        ),
+        (
+            "peak RSS coordinator / workers",
+            f"{run['coordinator_peak_rss_mb']:.0f} / "
+            + ", ".join(f"{w:.0f}" for w in run["worker_peak_rss_mb"])
+            + " MB",
+        ),
+        ("report (aggregate) time", f"{run['report_s']:.1f} s"),
+    ]
 
 
 def _first_and_last_row(summary: dict[str, Any]) -> tuple[str, str]:

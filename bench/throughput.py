@@ -28,7 +28,7 @@ def ideal_makespan(plan: Plan, slots: int, latency_s: float) -> float:
     """Seconds ``slots`` always-busy slots need for the plan's calls, dependencies kept."""
     chains: dict[str, int] = {}
     followups: dict[str, list[int]] = {}
-    for job in plan.jobs:
+    for job in plan.jobs():
         if job["kind"] == JobKind.PROFILE:
             chains[job["id"]] = len(ProfileInputs.model_validate_json(job["inputs_json"]).batches)
         else:

@@ -91,8 +91,8 @@ def estimate_plan(
     per_fold: dict[str, Estimate] = defaultdict(Estimate)
     # A user's estimated profile, for the rating prompts that carry it.
     profiles: dict[tuple[str, int], str] = {}
-    # Profile jobs sort before their rating jobs.
-    for job in sorted(plan.jobs, key=lambda j: j["kind"] != JobKind.PROFILE):
+    # A plan makes a user's profile job before the rating jobs that carry its profile.
+    for job in plan.jobs():
         model = EstimatingModel()
         fold, user = job["fold"], job["user_id"]
         if job["kind"] == JobKind.PROFILE:

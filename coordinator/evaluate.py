@@ -67,11 +67,7 @@ def fold_positions(
     fold: Fold, users: NDArray[np.int64], items: NDArray[np.int64]
 ) -> NDArray[np.int64]:
     """Index into ``fold.test`` of each pair; -1 where the pair is not a test rating."""
-    index = {(r.user_id, r.item_id): k for k, r in enumerate(fold.test)}
-    return np.array(
-        [index.get((u, i), -1) for u, i in zip(users.tolist(), items.tolist(), strict=True)],
-        dtype=np.int64,
-    )
+    return fold.test.positions(users, items)
 
 
 def _score(
@@ -82,8 +78,8 @@ def _score(
     baselines: dict[str, Floats],
 ) -> FoldEvaluation:
     """Score the simulator (if any) and each baseline's full-test predictions at ``positions``."""
-    users = np.array([fold.test[k].user_id for k in positions], dtype=np.int64)
-    true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
+    users = fold.test.user_ids[positions].astype(np.int64)
+    true = fold.test.ratings[positions].astype(np.float64)
     predictions: dict[str, Floats] = {} if sim is None else {SIMULATOR: sim}
     predictions.update({m: p[positions] for m, p in baselines.items()})
     return evaluate_fold(
@@ -186,7 +182,7 @@ def evaluate_run(
         users, items, stored_true, sim = run_ratings(engine, run_id, name)
         fold = dataset.folds[name]
         positions = fold_positions(fold, users, items)
-        true = np.array([fold.test[k].rating for k in positions], dtype=np.float64)
+        true = fold.test.ratings[positions].astype(np.float64)
         if np.any(positions < 0) or not np.array_equal(true, stored_true):
             raise DataError(
                 f"run {run_id!r} fold {name}: stored test ratings differ from the dataset's; "

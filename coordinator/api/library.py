@@ -25,16 +25,15 @@ from coordinator.api.options import check_method, frame_columns, llm_config, run
 from coordinator.api.scores import fold_results_frame, score_frame
 from coordinator.api.stored import Results, profiles_frame, read_results
 from coordinator.cli.common import settings_or_fail
-from coordinator.plan import ExpectedRatings, plan_run
+from coordinator.plan import Plan, plan_run
 from coordinator.runner import resolve_dataset_config
 from coordinator.services import Services, database_url_of, run_services
 from lusifer.core.errors import ConfigurationError, DataError
-from lusifer.data import load_movielens_100k
+from lusifer.data import Dataset, load_movielens_100k
 from lusifer.data.frames import FrameColumns
 from lusifer.data.from_frames import fold_dataset, load_frames, pairs_to_simulate
 from lusifer.method.prompts import load_prompt_set
 from lusifer.store.engines import get_engine
-from lusifer.store.tables import JobKind
 
 
 class Lusifer:
@@ -158,9 +157,7 @@ class Lusifer:
         placeholder = np.array([last[int(u)] for u in chosen], dtype=np.int64)
         run_id = input_run_id("profiles", self._identity(), repr(sorted(chosen.tolist())))
         dataset = fold_dataset(self.data, placeholder, fold=self.fold)
-        plan = plan_run(run_id, self.config, dataset, self.prompts)
-        plan.jobs = [job for job in plan.jobs if job["kind"] == JobKind.PROFILE]
-        plan.expected = ExpectedRatings(run_id)  # profiles only: no rating is expected
+        plan = plan_run(run_id, self.config, dataset, self.prompts).only_profiles()
         found = self._execute(plan, dataset)
         self.profiles_run_id = run_id
         self._episodes.clear()  # new profiles: episodes start again from them
@@ -273,12 +270,12 @@ class Lusifer:
         parts = (self.config.model_dump_json(), self.prompts.content_hash, self.data.fingerprint)
         return "\0".join(parts)
 
-    def _execute(self, plan: Any, dataset: Any) -> Results:
+    def _execute(self, plan: Plan, dataset: Dataset) -> Results:
         with self._running() as services:
             outcome = run_plan(services, self.settings, plan, dataset, self.console)
             if outcome == "stored":
                 self.console.print(f"run {plan.run['id']} found finished: read back, no LLM call")
             found = read_results(services.engine, str(plan.run["id"]))
-        if plan.expected:
+        if plan.expected_ratings:
             self.last_run_id = str(plan.run["id"])
         return found

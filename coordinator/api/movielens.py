@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
-from lusifer.data import Dataset, Rating
+from lusifer.data import Dataset, Ratings
 
 
 def movielens_frames(
@@ -28,12 +29,16 @@ def movielens_frames(
         ],
         columns=["item_id", "title", "year", "genres", "overview"],
     )
-    columns = ["user_id", "item_id", "rating", "timestamp"]
 
-    def ratings(rows: tuple[Rating, ...]) -> pd.DataFrame:
+    def ratings(rows: Ratings) -> pd.DataFrame:
+        # int64 columns, as the frames of Rating records were (their digest names the input).
         return pd.DataFrame(
-            [(r.user_id, r.item_id, r.rating, r.timestamp) for r in rows],
-            columns=columns,
+            {
+                "user_id": rows.user_ids.astype(np.int64),
+                "item_id": rows.item_ids.astype(np.int64),
+                "rating": rows.ratings.astype(np.int64),
+                "timestamp": rows.timestamps.astype(np.int64),
+            }
         )
 
     split = dataset.folds[fold]

@@ -4,7 +4,7 @@ from lusifer.core.columns import ColumnMapping
 from lusifer.data.download import ML100K_SHA256, ML100K_URL, ensure_movielens_100k
 from lusifer.data.features import item_info, truncate_words, user_info
 from lusifer.data.generic import load_csv_dataset
-from lusifer.data.model import Dataset, Fold, Item, Rating, User
+from lusifer.data.model import Dataset, Fold, Item, Rating, Ratings, User
 from lusifer.data.movielens import DEFAULT_FOLDS, VALID_FOLDS, load_movielens_100k
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "Fold",
     "Item",
     "Rating",
+    "Ratings",
     "User",
     "ensure_movielens_100k",
     "item_info",

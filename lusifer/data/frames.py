@@ -138,11 +138,19 @@ def ratings_array(
 
 
 def duplicate_pairs(table: NDArray[np.int64]) -> int | None:
-    """Position of the first row whose (user, item) pair an earlier row already has."""
+    """Position of the first row whose (user, item) pair an earlier row already has.
+
+    The ids fit 32 bits (checked where they are read), so a pair is one int64 key; a stable
+    sort of the keys needs a third of the memory of a MultiIndex's hash table.
+    """
     if len(table) == 0:
         return None
-    duplicated = pd.MultiIndex.from_arrays([table[:, 0], table[:, 1]]).duplicated()
-    return int(np.flatnonzero(duplicated)[0]) if duplicated.any() else None
+    keys = table[:, 0] * 2**32 + (table[:, 1] + INT32_LIMIT)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    # Equal keys keep their row order: every row after the first of its run is a repeat.
+    repeats = order[1:][ordered[1:] == ordered[:-1]]
+    return int(repeats.min()) if len(repeats) else None
 
 
 def _texts(df: pd.DataFrame, column: str | None) -> list[str | None]:

@@ -29,7 +29,7 @@ from lusifer.data.frames import (
     require,
     users_from_frame,
 )
-from lusifer.data.model import Dataset, Fold, Item, Rating, User
+from lusifer.data.model import Dataset, Fold, Item, Ratings, User
 
 # The stored real rating of a test pair whose real rating is not known (no rating column).
 UNKNOWN_RATING = 0
@@ -150,17 +150,16 @@ def fold_dataset(
 ) -> Dataset:
     """A one-fold Dataset: the history trains, ``test`` is to be simulated.
 
-    Only the history of ``users`` (default: the users under test) becomes records, since
-    planning reads no more.
+    Only the history of ``users`` (default: the users under test) is kept, since planning
+    reads no more.
     """
     wanted = np.unique(test[:, 0]) if users is None else np.asarray(list(users), dtype=np.int64)
     keep = np.isin(data.history[:, 0], wanted)
-    train = tuple(Rating(*row) for row in data.history[keep].tolist())
-    tests = tuple(Rating(*row) for row in test.tolist())
+    train = Ratings.from_table(data.history[keep])
     return Dataset(
         name=name,
         users=data.users,
         items=data.items,
-        folds=MappingProxyType({fold: Fold(fold, train, tests)}),
+        folds=MappingProxyType({fold: Fold(fold, train, Ratings.from_table(test))}),
         fingerprint=data.fingerprint,
     )

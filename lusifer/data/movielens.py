@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from lusifer.core.config import MOVIELENS_FOLDS
 from lusifer.core.errors import DataError
 from lusifer.data.download import ML100K_SHA256, ML100K_URL, ensure_movielens_100k
-from lusifer.data.model import INT32_LIMIT, Dataset, Fold, Item, User, ratings_from_tables
+from lusifer.data.model import INT32_LIMIT, Dataset, Fold, Item, Ratings, User
 
 __all__ = [
     "DEFAULT_FOLDS",
@@ -246,8 +246,7 @@ def load_movielens_100k(
     items = _parse_items(reader, _parse_genres(reader))
     user_ids, item_ids = np.array(sorted(users)), np.array(sorted(items))
     files = [f"{name}.{part}" for name in fold_names for part in ("base", "test")]
-    tables = [_rating_table(reader, file, user_ids, item_ids) for file in files]
-    splits = ratings_from_tables(tables)
+    splits = [Ratings.from_table(_rating_table(reader, f, user_ids, item_ids)) for f in files]
     loaded = {name: Fold(name, *splits[2 * k : 2 * k + 2]) for k, name in enumerate(fold_names)}
     if overviews_csv is not None:
         data = reader.read(overviews_csv, "overviews")

@@ -17,7 +17,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from lusifer.core.errors import ConfigurationError
-from lusifer.data import Fold, Rating
+from lusifer.data import Fold, Rating, Ratings
 from lusifer.evaluate.als import fit_als, tune_reg
 
 __all__ = [
@@ -51,6 +51,13 @@ class RatingTriples:
     @classmethod
     def of(cls, ratings: Sequence[Rating]) -> RatingTriples:
         """Arrays of a sequence of ratings, in the same order."""
+        if isinstance(ratings, Ratings):
+            # A fold's columns: no record is built (the dtypes are those of the records').
+            return cls(
+                ratings.user_ids.astype(np.int64),
+                ratings.item_ids.astype(np.int64),
+                ratings.ratings.astype(np.float64),
+            )
         rows = np.array([(r.user_id, r.item_id, r.rating) for r in ratings], dtype=np.int64)
         rows = rows.reshape(-1, 3)
         return cls(rows[:, 0], rows[:, 1], rows[:, 2].astype(np.float64))

@@ -139,7 +139,7 @@ def evaluate_fold(
     """
     u = np.asarray(users, dtype=np.int64).reshape(-1)
     t = np.asarray(true, dtype=np.float64).reshape(-1)
-    history = history_lengths([r.user_id for r in fold.train], u)
+    history = history_lengths(fold.train.user_ids, u)
     cold = cold_start_mask(history, cold_k)
     rows: list[MethodScore] = []
     preds: dict[str, NDArray[np.float64]] = {}

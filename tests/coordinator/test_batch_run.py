@@ -37,7 +37,7 @@ def _dataset() -> Dataset:
         name="tiny",
         users={1: User(1, 30, "F", "writer"), 2: User(2, 40, "M", "doctor")},
         items=items,
-        folds={"f1": Fold("f1", tuple(train), tuple(test))},
+        folds={"f1": Fold.of("f1", train, test)},
         fingerprint="tiny-batch",
     )
 

@@ -113,7 +113,7 @@ def test_baselines_on_the_whole_test_set(data_dir: Path, tmp_path: Path) -> None
 
 
 def test_cached_predictions_are_reused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    fold = Fold(
+    fold = Fold.of(
         "u1",
         train=(Rating(1, 1, 4, 0), Rating(2, 1, 2, 0)),
         test=(Rating(1, 2, 5, 0), Rating(2, 2, 1, 0)),

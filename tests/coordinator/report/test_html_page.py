@@ -40,7 +40,7 @@ def _fold(name: str, seed: int) -> tuple[Fold, dict[str, np.ndarray], np.ndarray
         "svd": np.clip(true + rng.normal(0, 0.9, true.size), 1, 5),
         "global_mean": np.full(true.size, 3.2),
     }
-    return Fold(name, tuple(train), tuple(test)), preds, users, true
+    return Fold.of(name, train, test), preds, users, true
 
 
 def _report(meta_extra: dict[str, str] | None = None) -> Report:

@@ -10,7 +10,7 @@ import pytest
 
 from lusifer.core.errors import DataError
 from lusifer.data import ColumnMapping, load_csv_dataset, user_info
-from lusifer.data.frames import FrameColumns
+from lusifer.data.frames import FrameColumns, duplicate_pairs
 from lusifer.data.from_frames import UNKNOWN_RATING, fold_dataset, load_frames, pairs_to_simulate
 
 COLUMNS = FrameColumns(
@@ -142,3 +142,15 @@ def test_parquet_files_load_like_csv(tmp_path: Path) -> None:
     (tmp_path / "broken.parquet").write_text("not parquet")
     with pytest.raises(DataError, match="is not a readable Parquet file"):
         load_csv_dataset(tmp_path / "broken.parquet", tmp_path / "i.csv", **load)  # type: ignore[arg-type]
+
+
+def test_duplicate_pairs_names_the_first_repeat_across_the_32_bit_range() -> None:
+    low, high = -(2**31), 2**31 - 1
+    table = np.array(
+        [[high, low, 3, 0], [low, high, 3, 0], [high, high, 3, 0], [low, high, 4, 9], [1, 2, 3, 0]]
+    )
+    assert duplicate_pairs(table) == 3
+    assert duplicate_pairs(table[[0, 1, 2, 4]]) is None
+    assert duplicate_pairs(np.empty((0, 4), dtype=np.int64)) is None
+    repeated = np.array([[5, 6, 1, 0], [7, 8, 1, 0], [5, 6, 2, 0], [7, 8, 2, 0], [5, 6, 3, 0]])
+    assert duplicate_pairs(repeated) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -83,7 +84,7 @@ def test_folds_partition_the_ratings(tmp_path: Path) -> None:
         assert train | test == all_pairs and not train & test
         tested += test
     assert sorted(tested) == sorted(all_pairs)
-    rating = next(r for r in ds.folds["f1"].train + ds.folds["f1"].test if r.user_id == 1)
+    rating = next(r for r in [*ds.folds["f1"].train, *ds.folds["f1"].test] if r.user_id == 1)
     assert rating.rating == (1 + rating.item_id) % 5 + 1
 
 
@@ -197,3 +198,24 @@ def test_one_fold_is_a_configuration_error(tmp_path: Path) -> None:
 def test_a_short_item_row_is_refused_with_its_line(tmp_path: Path) -> None:
     paths = _files(tmp_path, items="movieId,title,genres,plot\n1,A,,\n2,B\n")
     assert "items.csv line 3: 2 fields but the header has 4" in _error(*paths, columns=COLUMNS)
+
+
+@pytest.mark.parametrize(
+    ("bad", "phrase"),
+    [("x", "rating 'x' is not a number"), ("", "rating '' is not a number")],
+)
+def test_a_bad_value_deep_in_a_large_file_is_named_without_a_warning(
+    tmp_path: Path, bad: str, phrase: str
+) -> None:
+    # Ratings are parsed in chunks of 2**18 rows: a column whose chunks differ in type must
+    # still come out as the one clear line naming the row, with no DtypeWarning on the way.
+    rows = [f"{u},{i},3,{i}" for u in range(1, 1_001) for i in range(1, 301)]
+    rows[-1] = f"1000,300,{bad},300"
+    ratings, items, users = _files(tmp_path, ratings=HEAD + "\n".join(rows) + "\n")
+    items.write_text("movieId,title\n" + "".join(f"{i},Film {i}\n" for i in range(1, 301)))
+    users.write_text("userId,age\n" + "".join(f"{u},30\n" for u in range(1, 1_001)))
+    columns = ColumnMapping(user_id="userId", item_id="movieId", age="age")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        message = _error(ratings, items, users, columns=columns)
+    assert phrase in message and "line 300001" in message, message

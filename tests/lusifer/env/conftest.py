@@ -41,7 +41,7 @@ def tiny_dataset() -> Dataset:
         name="tiny",
         users={u: User(u, 20 + u, "F", "writer") for u in (1, 2, 3)},
         items=items,
-        folds={"f1": Fold("f1", train, test)},
+        folds={"f1": Fold.of("f1", train, test)},
         fingerprint="tiny-env-fingerprint",
     )
 

@@ -36,7 +36,7 @@ def small_fold(name: str = "f1", n_users: int = 12, n_items: int = 15, seed: int
         if rng.random() < 0.6
     ]
     in_test = rng.random(len(ratings)) < 0.2
-    return Fold(
+    return Fold.of(
         name,
         train=tuple(r for r, t in zip(ratings, in_test, strict=True) if not t),
         test=tuple(r for r, t in zip(ratings, in_test, strict=True) if t),

@@ -17,7 +17,7 @@ def _fold(name: str = "u1") -> Fold:
         Rating(2, 200 + k, 2, k) for k in range(3)
     )
     test = (Rating(1, 1, 5, 0), Rating(1, 2, 3, 0), Rating(2, 3, 1, 0), Rating(2, 4, 2, 0))
-    return Fold(name, train, test)
+    return Fold.of(name, train, test)
 
 
 USERS = [1, 1, 2, 2]

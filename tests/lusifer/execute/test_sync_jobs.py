@@ -28,7 +28,7 @@ def _dataset() -> Dataset:
         name="tiny",
         users={1: User(1, 30, "F", "writer")},
         items=items,
-        folds={"f1": Fold("f1", train, test)},
+        folds={"f1": Fold.of("f1", train, test)},
         fingerprint="tiny-fingerprint",
     )
 

@@ -27,7 +27,7 @@ def _dataset() -> Dataset:
         name="tiny",
         users={1: User(1, 30, "F", "writer")},
         items=items,
-        folds={"f1": Fold("f1", ratings, (Rating(1, 3, 5, 3),))},
+        folds={"f1": Fold.of("f1", ratings, (Rating(1, 3, 5, 3),))},
         fingerprint="runs-fingerprint",
     )
 
