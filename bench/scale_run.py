@@ -17,6 +17,7 @@ from unittest.mock import patch
 
 from rich.console import Console
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from bench.cluster import Cluster, watchdog
 from bench.scale_phases import peak_rss_mb
@@ -64,7 +65,12 @@ class _Windows:
         last_t, last_done = time.perf_counter(), self._done()
         self._meter.start()
         while not self._stop.wait(self._window_s):
-            now, done = time.perf_counter(), self._done()
+            try:
+                now, done = time.perf_counter(), self._done()
+            except OperationalError:
+                # The shared server dropped the connection (another user's admin command):
+                # this window merges into the next one.
+                continue
             cpu = self._meter.since_last()
             jobs = done - last_done
             work_cpu = sum(v for k, v in cpu.items() if not k.startswith("Redis"))
