@@ -2,7 +2,11 @@
 repeatedly and then refused for 12 s, whose worker is SIGKILLed, and whose LLM answers with
 NUL bytes, absurd usage blocks and a 429 asking to wait three years, *ends*, within a bound
 of the fault-free time, with every rating stored once, equal to the fault-free run's, exit 0,
-and no call paid twice. Real PostgreSQL, Redis, Celery worker processes and the stub."""
+and no call paid twice. Real PostgreSQL, Redis, Celery worker processes and the stub.
+
+The PostgreSQL is a server of the test's own (the embedded one), as its Redis is: killing and
+refusing every connection of the machine's shared server would break whatever else uses it
+(another session's benchmark lost its connections to this test once)."""
 
 from __future__ import annotations
 
@@ -10,24 +14,24 @@ import secrets
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 from sqlmodel import Session, select
 
 from lusifer.core.errors import ExitCode
+from lusifer.embedded.postgres import embedded_postgres
 from lusifer.store.engines import create_tables, get_engine
 from lusifer.store.tables import Job, JobState
 from lusifer.stub.audit import audit_run
 from tests.integration.services import (
-    PG_ADMIN,
     VENV_BIN,
     celery_workers,
-    postgres_schema,
     redis_server,
     run_cli,
     service_env,
@@ -44,8 +48,6 @@ from tests.integration.test_crash import (
 )
 
 pytestmark = pytest.mark.integration
-# The admin connection goes to another database: `ALLOW_CONNECTIONS false` refuses everyone.
-ADMIN_OTHER_DB = PG_ADMIN.rsplit("/", 1)[0] + "/postgres"
 HOSTILE = ["nul_byte", "huge_usage", "retry_after_huge"]
 # A shared limiter, so that the three-year Retry-After also pauses it (for the capped 2 s).
 LIMITED = ["--rpm", "6000"]
@@ -59,13 +61,45 @@ CHAOS_ENV = {
 }
 
 
-def _terminate_test_connections() -> int:
-    with psycopg.connect(ADMIN_OTHER_DB, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = 'test' AND pid <> pg_backend_pid()"
-        ).fetchall()
-    return len(rows)
+@dataclass(frozen=True)
+class PrivatePostgres:
+    """A PostgreSQL server of this test's own, with a schema per run."""
+
+    url: str  # its database's SQLAlchemy URL
+
+    def _admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        # Another database of the same server: `ALLOW_CONNECTIONS false` refuses everyone.
+        found = make_url(self.url)
+        return psycopg.connect(
+            host=str(found.query["host"]), dbname="postgres", user="postgres", autocommit=True
+        )
+
+    def schema(self, name: str) -> str:
+        """A fresh schema; the URL that uses it."""
+        found = make_url(self.url)
+        with psycopg.connect(
+            host=str(found.query["host"]), dbname=found.database, user="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE SCHEMA "{name}"')
+        return f"{self.url}&options=-csearch_path%3D{name}"
+
+    def terminate_connections(self) -> int:
+        """Drop every connection to the run's database; how many there were."""
+        with self._admin() as conn:
+            rows = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (make_url(self.url).database,),
+            ).fetchall()
+        return len(rows)
+
+    def allow_connections(self, allowed: bool) -> None:
+        """Let the run's database take connections again, or refuse every new one."""
+        with self._admin() as conn:
+            conn.execute(
+                f'ALTER DATABASE "{make_url(self.url).database}" '
+                f"ALLOW_CONNECTIONS {str(allowed).lower()}"
+            )
 
 
 def _done(url: str, run_id: str) -> int:
@@ -85,11 +119,6 @@ def _done(url: str, run_id: str) -> int:
         engine.dispose()
 
 
-def _allow_connections(allowed: bool) -> None:
-    with psycopg.connect(ADMIN_OTHER_DB, autocommit=True) as conn:
-        conn.execute(f"ALTER DATABASE test ALLOW_CONNECTIONS {str(allowed).lower()}")
-
-
 def test_a_run_ends_through_database_outages_kills_and_hostile_answers(
     data_dir: Path, tmp_path: Path
 ) -> None:
@@ -99,9 +128,10 @@ def test_a_run_ends_through_database_outages_kills_and_hostile_answers(
     with (
         redis_server(tmp_path) as broker,
         stub_server() as stub,
-        postgres_schema("lusifer_chaosref") as reference_url,
-        postgres_schema("lusifer_chaos") as chaos_url,
+        embedded_postgres(tmp_path / "pg") as server_url,
     ):
+        server = PrivatePostgres(server_url)
+        reference_url, chaos_url = server.schema("chaosref"), server.schema("chaos")
         create_tables(get_engine(reference_url))
         create_tables(get_engine(chaos_url))
         started = time.monotonic()
@@ -143,16 +173,16 @@ def test_a_run_ends_through_database_outages_kills_and_hostile_answers(
                 )
             _wait_until(lambda: done() >= 2, "the first jobs are done")
             for _ in range(3):  # connections dropped under everyone's feet, three times
-                terminated += _terminate_test_connections()
+                terminated += server.terminate_connections()
                 time.sleep(1.0)
             target = done() + 2
             _wait_until(lambda: done() >= target, "progress after the terminated connections")
-            _allow_connections(False)
+            server.allow_connections(False)
             try:
-                terminated += _terminate_test_connections()
+                terminated += server.terminate_connections()
                 time.sleep(12.0)  # the database refuses every connection meanwhile
             finally:
-                _allow_connections(True)
+                server.allow_connections(True)
             target = done() + 2
             _wait_until(lambda: done() >= target, "progress after the refused connections")
             workers[0].send_signal(signal.SIGKILL)
@@ -162,7 +192,7 @@ def test_a_run_ends_through_database_outages_kills_and_hostile_answers(
             coordinator.wait(timeout=bound_s)
             chaos_s = time.monotonic() - started
         finally:
-            _allow_connections(True)
+            server.allow_connections(True)
             stop_processes(workers)
         text = log_path.read_text(errors="replace")
         print(
