@@ -33,6 +33,7 @@ from lusifer.core.errors import ExitCode, LusiferError
 from lusifer.store.jobs import release_stale
 from lusifer.store.run_states import job_counts, ready_job_ids, set_run_status
 from lusifer.store.tables import JobKind, JobState, Run, RunStatus
+from lusifer.store.vacuum import vacuum_queue_tables
 
 # What a database that went away raises, through psycopg or SQLite ("database is locked").
 DATABASE_ERRORS = (OperationalError, InterfaceError)
@@ -164,6 +165,7 @@ class _Rounds:
         if time.monotonic() - self.last_sweep > min(60.0, self.lease_s / 4):
             # Jobs orphaned by a dead worker go back to pending and are sent again.
             release_stale(engine, run_id, self.lease_s)
+            vacuum_queue_tables(engine)
             self.last_sweep = time.monotonic()
         with Session(engine) as session:
             run = session.get(Run, run_id)
