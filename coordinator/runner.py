@@ -22,12 +22,7 @@ from lusifer.batchapi.store import open_batches
 from lusifer.core.config import LOCAL_BASE_URL, DatasetConfig, RunConfig, parse_run_config
 from lusifer.core.errors import ConfigurationError, DataError
 from lusifer.core.settings import Settings
-from lusifer.data import (
-    Dataset,
-    ensure_movielens_100k,
-    load_csv_dataset,
-    load_movielens_100k,
-)
+from lusifer.data import Dataset, ensure_movielens_100k, load_movielens_100k
 from lusifer.llm.endpoints import api_key
 from lusifer.method.prompts import load_prompt_set
 from lusifer.store.engines import (
@@ -69,6 +64,9 @@ def load_dataset_spec(spec: DatasetConfig, folds: tuple[str, ...]) -> Dataset:
     """Load MovieLens 100K (only ``folds``) or a CSV dataset (all its seeded folds)."""
     if spec.kind == "csv":
         assert spec.ratings_csv is not None and spec.items_csv is not None  # validated
+        # Imported here: it reads with pandas, which no other command path needs at start.
+        from lusifer.data.generic import load_csv_dataset
+
         return load_csv_dataset(
             spec.ratings_csv,
             spec.items_csv,
