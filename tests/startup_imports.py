@@ -28,9 +28,18 @@ HEAVY = (
     "surprise",
     "torch",
 )
-# After the command line has parsed its arguments a command loads what it uses (aiohttp, the
-# LLM client's transport on a worker; Alembic to read the schema revision); not before.
-HEAVY_BEFORE_WORK = (*HEAVY, "aiohttp", "alembic", "httpx")
+# The command line loads the database, the queue and the LLM's transports in the command that
+# uses them, once its options and data are found good: `--help` and a refused command never do.
+DEFERRED_BY_THE_CLI = (
+    *HEAVY,
+    "aiohttp",
+    "alembic",
+    "celery",
+    "httpx",
+    "redis",
+    "sqlalchemy",
+    "sqlmodel",
+)
 
 # Written at exit, whatever ends the program (typer ends with SystemExit).
 _RECORD = (
