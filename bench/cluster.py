@@ -20,9 +20,9 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from bench.cpu import CpuMeter, postgres_backends, redis_server_pid
+from coordinator.datasets import load_dataset, resolve_dataset_config
 from coordinator.follow import follow
 from coordinator.plan import Plan, plan_run, store_plan
-from coordinator.runner import load_dataset, resolve_dataset_config
 from lusifer.core.config import RunConfig, parse_run_config
 from lusifer.core.errors import ServiceError
 from lusifer.core.settings import Settings

@@ -91,7 +91,7 @@ def run_config(files: SyntheticFiles, base_url: str, **options: Any) -> dict[str
 
 def _plan_and_store(config_data: dict[str, Any], database_url: str, run_id: str) -> dict[str, Any]:
     # Runs in a child process, so its peak memory is the coordinator's planning alone.
-    from coordinator.runner import load_dataset
+    from coordinator.datasets import load_dataset
 
     config = parse_run_config(config_data)
     figures: dict[str, Any] = {"rss_start_mb": rss_mb()}

@@ -5,7 +5,7 @@ CPU time it reports is that client's alone: a worker process's share of a call, 
 stub's or the parent's. It prints one JSON line.
 
 Clients:
-- ``aiohttp``: ``AsyncOpenAICompatibleModel`` as the workers use it (lusifer/llm/client.py:
+- ``aiohttp``: ``AsyncOpenAICompatibleModel`` as the workers use it (lusifer/llm/async_client.py:
   a raw POST over an aiohttp session, the body and answer handled as plain JSON);
 - ``sdk``: the same class with its transport replaced by ``AsyncOpenAI(http_client=
   DefaultAioHttpClient(), max_retries=0)`` and ``chat.completions.create``, the answer read

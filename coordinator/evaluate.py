@@ -20,8 +20,9 @@ from sqlmodel import Session, col, select
 
 from coordinator.aggregate import FoldResult, aggregate_run
 from coordinator.baseline_source import FoldBaselines, baseline_predictions
-from coordinator.runner import load_dataset, stored_config
-from coordinator.services import database_url_of
+from coordinator.database_url import database_url_of
+from coordinator.datasets import load_dataset
+from coordinator.runner import stored_config
 from lusifer.core.errors import DataError
 from lusifer.core.settings import Settings
 from lusifer.data import Dataset, Fold

@@ -17,8 +17,6 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from lusifer.core.errors import ConfigurationError, ServiceError
 from lusifer.core.settings import get_settings
 from lusifer.embedded.processes import die_with_parent, log_file, stop_process
@@ -103,6 +101,8 @@ def local_model_server(
 def _wait_http(
     url: str, process: subprocess.Popen[bytes], what: str, work_dir: Path, timeout_s: float = 120.0
 ) -> None:
+    import httpx  # here: only a command that starts the local model waits on it
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:

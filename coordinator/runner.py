@@ -11,23 +11,20 @@ from sqlmodel import Session, col
 
 from coordinator.aggregate import aggregate_run
 from coordinator.batch_run import drive_batch_run
+from coordinator.database_url import database_url_of
+from coordinator.datasets import load_dataset
 from coordinator.estimate import estimate_plan, print_estimate
 from coordinator.follow import follow, raise_if_jobs_failed
 from coordinator.plan import Plan, describe_plan, plan_run, store_plan
 from coordinator.report.terminal import print_report
 from coordinator.run_lock import hold_run
-from coordinator.services import Services, database_url_of, preflight_llm, run_services
+from coordinator.services import Services, preflight_llm, run_services
 from lusifer.batchapi.client import BatchClient
 from lusifer.batchapi.store import open_batches
-from lusifer.core.config import LOCAL_BASE_URL, DatasetConfig, RunConfig, parse_run_config
+from lusifer.core.config import LOCAL_BASE_URL, RunConfig, parse_run_config
 from lusifer.core.errors import ConfigurationError, DataError
 from lusifer.core.settings import Settings
-from lusifer.data import (
-    Dataset,
-    ensure_movielens_100k,
-    load_csv_dataset,
-    load_movielens_100k,
-)
+from lusifer.data import Dataset
 from lusifer.llm.endpoints import api_key
 from lusifer.method.prompts import load_prompt_set
 from lusifer.store.engines import (
@@ -40,54 +37,6 @@ from lusifer.store.engines import (
 )
 from lusifer.store.run_states import reset_unfinished, set_run_status
 from lusifer.store.tables import Run, RunStatus
-
-TMDB_RELATIVE = Path("tmdb") / "ml-100k_movies_tmdb.csv"
-
-
-def resolve_dataset_config(
-    data_dir: Path | None, overviews: Path | None, settings: Settings
-) -> DatasetConfig:
-    """Find the MovieLens directory (given, from LUSIFER_DATA_DIR, or downloaded) and overviews."""
-    base = data_dir or settings.data_dir
-    if base is None:
-        ml_dir = ensure_movielens_100k(Path(settings.cache_dir))
-    elif (base / "ml-100k" / "u.data").is_file():
-        ml_dir = base / "ml-100k"
-    else:
-        ml_dir = base
-    if overviews is None and base is not None and (base / TMDB_RELATIVE).is_file():
-        overviews = base / TMDB_RELATIVE
-    return DatasetConfig(data_dir=ml_dir.resolve(), overviews_csv=overviews)
-
-
-def load_dataset(config: RunConfig) -> Dataset:
-    """Load the dataset a run configuration names."""
-    return load_dataset_spec(config.dataset, config.folds)
-
-
-def load_dataset_spec(spec: DatasetConfig, folds: tuple[str, ...]) -> Dataset:
-    """Load MovieLens 100K (only ``folds``) or a CSV dataset (all its seeded folds)."""
-    if spec.kind == "csv":
-        assert spec.ratings_csv is not None and spec.items_csv is not None  # validated
-        return load_csv_dataset(
-            spec.ratings_csv,
-            spec.items_csv,
-            spec.users_csv,
-            columns=spec.columns,
-            n_folds=spec.n_folds,
-            seed=spec.split_seed,
-            name=spec.ratings_csv.stem,
-            encoding=spec.encoding,
-            delimiter=spec.delimiter,
-        )
-    if spec.kind == "dataframes":
-        raise DataError(
-            "this run was planned from pandas DataFrames, which are not stored: score it with "
-            "Lusifer(...).evaluate() or `lusifer report RUN` without --json/--html/--baselines"
-        )
-    if spec.data_dir is None:
-        raise DataError("the run configuration names no dataset directory; pass --data-dir")
-    return load_movielens_100k(spec.data_dir, spec.overviews_csv, folds=folds)
 
 
 def start_run(

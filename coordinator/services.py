@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery import Celery
-from rich.console import Console
-from rich.markup import escape
 from sqlalchemy import Engine
 
+from coordinator.database_url import database_url_of
 from coordinator.local import local_services, local_workers
 from lusifer.core.config import LOCAL_BASE_URL, RunConfig
 from lusifer.core.errors import (
@@ -21,7 +20,6 @@ from lusifer.core.errors import (
     TransientLLMError,
 )
 from lusifer.core.settings import Settings
-from lusifer.embedded.postgres import database_url_for
 from lusifer.llm import OpenAICompatibleModel
 from lusifer.queue import make_celery
 from lusifer.store.engines import check_database, create_tables, get_engine, redact_url
@@ -36,22 +34,6 @@ class Services:
     queue: str
     llm_base_url: str
     health_check: Callable[[], None] | None = None
-
-
-def database_url_of(settings: Settings, *, create: bool = True) -> str:
-    """The database of this process: the configured one, or the work directory's embedded
-    PostgreSQL, started (or joined) on first use and held until the process exits.
-
-    ``create=False`` for commands that only read: they refuse a work directory that holds no
-    database rather than make an empty one.
-    """
-    if settings.database_url:
-        return settings.database_url
-    return database_url_for(Path(settings.work_dir), create=create, on_wait=_say_waiting)
-
-
-def _say_waiting(message: str) -> None:
-    Console(stderr=True).print(f"[yellow]{escape(message)}[/]")
 
 
 def check_broker(app: Celery, url: str) -> None:

@@ -19,8 +19,6 @@ from lusifer.core.errors import (
     TransientLLMError,
 )
 from lusifer.core.settings import Settings, get_settings
-from lusifer.env.dynamics import execute_env_request
-from lusifer.env.store import fail_request, set_state
 from lusifer.evaluate.baseline_jobs import execute_baseline_job
 from lusifer.execute.settle import describe_unexpected
 from lusifer.llm import ChatModel, OpenAICompatibleModel
@@ -166,6 +164,11 @@ def run_env_request(task: Task, request_id: str) -> str:
     if refusal is not None:
         log.error("environment step %s %s", request_id, refusal)
         raise task.retry(countdown=30.0, max_retries=None)
+    # The environment package (gymnasium and the rest of lusifer.env) is imported by the first
+    # step: a worker that runs only profiles and ratings never loads it.
+    from lusifer.env.dynamics import execute_env_request
+    from lusifer.env.store import fail_request, set_state
+
     settings = get_settings()
     engine = _engine(settings)
     try:

@@ -25,9 +25,10 @@ from coordinator.api.options import check_method, frame_columns, llm_config, run
 from coordinator.api.scores import fold_results_frame, score_frame
 from coordinator.api.stored import Results, profiles_frame, read_results
 from coordinator.cli.common import settings_or_fail
+from coordinator.database_url import database_url_of
+from coordinator.datasets import resolve_dataset_config
 from coordinator.plan import Plan, plan_run
-from coordinator.runner import resolve_dataset_config
-from coordinator.services import Services, database_url_of, run_services
+from coordinator.services import Services, run_services
 from lusifer.core.errors import ConfigurationError, DataError
 from lusifer.data import Dataset, load_movielens_100k
 from lusifer.data.frames import FrameColumns

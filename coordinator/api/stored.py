@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
-from coordinator.services import database_url_of
+from coordinator.database_url import database_url_of
 from lusifer.core.errors import DataError
 from lusifer.core.settings import Settings, get_settings
 from lusifer.store.engines import get_engine, redact_url, require_tables

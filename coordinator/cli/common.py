@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
-from kombu.exceptions import OperationalError as KombuOperationalError
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator.runner import resolve_dataset_config
 from lusifer.core.config import MOVIELENS_FOLDS, DatasetConfig, parse_dataset_config
 from lusifer.core.errors import ConfigurationError, ExitCode, LusiferError
 from lusifer.core.redaction import redact
@@ -55,44 +52,48 @@ def guard(action: Callable[[], T], run_id: str | None = None) -> T:
     try:
         return action()
     except LusiferError as err:
-        err_console.print(
-            f"[bold red]error:[/] {escape(redact(str(err)))}", highlight=False, soft_wrap=True
-        )
-        raise typer.Exit(int(err.exit_code)) from None
-    except SQLAlchemyError as err:
-        # A database that fails mid-run (dropped connection, full disk): the run is resumable.
-        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
-        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the database"
-        err_console.print(
-            f"[bold red]error:[/] database error ({escape(reason)}); {hint}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(int(ExitCode.ERROR)) from None
-    except KombuOperationalError as err:
-        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the broker"
-        err_console.print(
-            f"[bold red]error:[/] broker error ({escape(str(err))}); {hint}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(int(ExitCode.ERROR)) from None
-    except OSError as err:
-        # A path that cannot be made or written (LUSIFER_WORK_DIR, an output file, a full
-        # disk): one line naming it, not a traceback.
-        where = escape(f" {err.filename}" if err.filename else "")
-        why = escape(err.strerror or str(err))
-        err_console.print(
-            f"[bold red]error:[/] cannot use{where} ({why}); "
-            "fix the path (LUSIFER_WORK_DIR for local mode) or its permissions, or free disk space",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(int(ExitCode.ERROR)) from None
+        _fail(escape(redact(str(err))), err.exit_code)
     except KeyboardInterrupt:
         hint = f"; `lusifer resume {rid}` finishes it" if rid else ""
         err_console.print(f"[yellow]interrupted[/]{hint}")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except Exception as err:
+        line = _service_or_path_failure(err, rid)
+        if line is None:
+            raise
+        _fail(line, ExitCode.ERROR)
+
+
+def _fail(line: str, code: ExitCode) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+    raise typer.Exit(int(code)) from None
+
+
+def _service_or_path_failure(err: Exception, rid: str | None) -> str | None:
+    """The line for a failing database, broker or path; None for anything else."""
+    # The classes are imported here rather than named in `guard`'s except clauses: that would
+    # load SQLAlchemy and kombu into every command, `lusifer --help` included.
+    from kombu.exceptions import OperationalError as KombuOperationalError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    if isinstance(err, SQLAlchemyError):
+        # A database that fails mid-run (dropped connection, full disk): the run is resumable.
+        reason = " ".join(str(getattr(err, "orig", None) or err).split())[:300]
+        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the database"
+        return f"database error ({escape(reason)}); {hint}"
+    if isinstance(err, KombuOperationalError):
+        hint = f"`lusifer resume {rid}` continues the run" if rid else "check the broker"
+        return f"broker error ({escape(str(err))}); {hint}"
+    if isinstance(err, OSError):
+        # A path that cannot be made or written (LUSIFER_WORK_DIR, an output file, a full
+        # disk): one line naming it, not a traceback.
+        where = escape(f" {err.filename}" if err.filename else "")
+        why = escape(err.strerror or str(err))
+        return (
+            f"cannot use{where} ({why}); "
+            "fix the path (LUSIFER_WORK_DIR for local mode) or its permissions, or free disk space"
+        )
+    return None
 
 
 def settings_or_fail() -> Settings:
@@ -140,6 +141,8 @@ def choose_dataset(
             }
         )
         return spec, tuple(f"f{i}" for i in range(1, n_folds + 1))
+    from coordinator.datasets import resolve_dataset_config  # numpy: after the options
+
     return resolve_dataset_config(data_dir, overviews, settings), MOVIELENS_FOLDS
 
 

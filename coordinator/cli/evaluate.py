@@ -22,7 +22,6 @@ from coordinator.cli.common import (
     guard,
     settings_or_fail,
 )
-from coordinator.runner import report_run
 from lusifer.core.errors import ConfigurationError, DataError
 
 if TYPE_CHECKING:
@@ -68,7 +67,7 @@ def _load(
     n_folds: int,
 ) -> tuple[Dataset, tuple[str, ...]]:
     """MovieLens 100K or own CSV files (as `lusifer run` takes them) and the folds to score."""
-    from coordinator.runner import load_dataset_spec
+    from coordinator.datasets import load_dataset_spec
 
     spec, default = choose_dataset(
         settings,
@@ -122,6 +121,8 @@ def report(
     """
 
     def action() -> None:
+        from coordinator.runner import report_run
+
         settings = settings_or_fail()
         report_run(run_id, settings, console)
         if json_file is not None or html is not None or baselines is not None:

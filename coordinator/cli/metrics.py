@@ -3,26 +3,31 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
-from sqlalchemy import Engine, create_engine
 
 from coordinator.cli.common import app, console, guard, settings_or_fail
-from coordinator.metrics.broker import BrokerReader
-from coordinator.metrics.collector import LusiferCollector
-from coordinator.metrics.server import serve
-from coordinator.services import database_url_of
 from lusifer.core.errors import ConfigurationError
 from lusifer.core.settings import Settings
-from lusifer.store.engines import get_engine, redact_url, require_tables
+
+if TYPE_CHECKING:
+    # The server, the database and prometheus_client are imported by the command itself:
+    # every other `lusifer` command would pay for them at start.
+    from sqlalchemy import Engine
+
+    from coordinator.metrics.broker import BrokerReader
 
 DEFAULT_PORT = 9808
 
 
 def metrics_engine(url: str, timeout_s: float) -> Engine:
     """A pool of one connection: scrapes take turns, and PostgreSQL's 100 stay for workers."""
+    from sqlalchemy import create_engine
+
+    from lusifer.store.engines import get_engine
+
     if not url.startswith("postgresql"):
         return get_engine(url)
     return create_engine(
@@ -37,6 +42,8 @@ def metrics_engine(url: str, timeout_s: float) -> Engine:
 
 
 def _broker(settings: Settings, queues: list[str] | None, timeout_s: float) -> BrokerReader | None:
+    from coordinator.metrics.broker import BrokerReader
+
     if not settings.broker_url:
         return None
     names = tuple(queues or [settings.queue])
@@ -66,6 +73,11 @@ def metrics(
     """Serve Prometheus metrics of the runs (jobs, ratings, LLM calls, tokens, cost, queue)."""
 
     def action() -> None:
+        from coordinator.database_url import database_url_of
+        from coordinator.metrics.collector import LusiferCollector
+        from coordinator.metrics.server import serve
+        from lusifer.store.engines import redact_url, require_tables
+
         if not 0 < port < 65536:
             raise ConfigurationError(f"--port {port} is not a TCP port; choose 1..65535")
         if query_timeout <= 0 or min_interval < 0 or window_hours <= 0:

@@ -1,4 +1,8 @@
-"""The `lusifer` command line."""
+"""The `lusifer` command line.
+
+The commands import what they run (the runner, the database, the services) in their bodies:
+`lusifer --help` and a command refused for its arguments end before any of it is loaded.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -28,12 +32,11 @@ from coordinator.cli.common import (
     settings_or_fail,
 )
 from coordinator.local import LOCAL_MODEL_NAME, worker_command
-from coordinator.runner import resume_run, start_run
-from coordinator.services import database_url_of
-from coordinator.status import print_runs, print_status
 from lusifer.core.config import LOCAL_BASE_URL, StructuredOutput, parse_run_config
 from lusifer.core.errors import ConfigurationError
-from lusifer.store.engines import check_database, create_tables, get_engine
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 THREADS_HELP = (
     "Local mode: threads per worker, i.e. LLM calls in flight "
@@ -208,6 +211,8 @@ def run(
                 ),
             }
         )
+        from coordinator.runner import start_run
+
         start_run(
             config,
             name,
@@ -235,8 +240,11 @@ def resume(
     ] = None,
 ) -> None:
     """Finish an interrupted run without repeating any LLM call that succeeded."""
-    guard(
-        lambda: resume_run(
+
+    def action() -> None:
+        from coordinator.runner import resume_run
+
+        resume_run(
             run_id,
             settings_or_fail(),
             console,
@@ -244,27 +252,47 @@ def resume(
             threads=threads,
             max_cost=max_cost,
             poll_s=batch_poll_s,
-        ),
-        run_id,
-    )
+        )
+
+    guard(action, run_id)
 
 
 @app.command()
 def status(run_id: str) -> None:
     """Show the jobs of a run by kind and state."""
-    guard(
-        lambda: print_status(
-            get_engine(database_url_of(settings_or_fail(), create=False)), run_id, console
-        )
-    )
+
+    def action() -> None:
+        engine = _existing_database()
+        from coordinator.status import print_status  # once a database is found
+
+        print_status(engine, run_id, console)
+
+    guard(action)
 
 
 @app.command()
 def runs() -> None:
     """List the runs in the database."""
-    guard(
-        lambda: print_runs(get_engine(database_url_of(settings_or_fail(), create=False)), console)
-    )
+
+    def action() -> None:
+        engine = _existing_database()
+        from coordinator.status import print_runs  # once there is a database to list
+
+        print_runs(engine, console)
+
+    guard(action)
+
+
+def _existing_database() -> Engine:
+    """The database of the runs, for commands that only read: never created here."""
+    from coordinator.database_url import database_url_of
+
+    url = database_url_of(settings_or_fail(), create=False)
+    # Imported once there is a database to read: a work directory without one is refused
+    # in one line before SQLAlchemy and the tables are loaded.
+    from lusifer.store.engines import get_engine
+
+    return get_engine(url)
 
 
 @app.command("init-db")
@@ -272,6 +300,9 @@ def init_db() -> None:
     """Create the database schema, or upgrade an older one (the one-shot step of a cluster)."""
 
     def action() -> None:
+        from coordinator.database_url import database_url_of
+        from lusifer.store.engines import check_database, create_tables, get_engine
+
         engine = get_engine(database_url_of(settings_or_fail()))
         check_database(engine)
         outcome = create_tables(engine)

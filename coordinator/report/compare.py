@@ -21,12 +21,12 @@ from numpy.typing import NDArray
 from rich.console import Console
 from rich.table import Table
 
+from coordinator.database_url import database_url_of
 from coordinator.evaluate import EvalOptions, Report, evaluate_run, fold_positions, run_ratings
 from coordinator.report import plots
 from coordinator.report.as_json import jsonable, report_to_dict
 from coordinator.report.eval_tables import fmt, fmt_pm
 from coordinator.report.html_page import environment
-from coordinator.services import database_url_of
 from lusifer.core.settings import Settings
 from lusifer.evaluate.baselines import to_scale
 from lusifer.evaluate.folds import SIMULATOR, FoldEvaluation, method_label

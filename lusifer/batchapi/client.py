@@ -4,12 +4,14 @@ error classification and retries."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from openai.types import Batch
+from typing import TYPE_CHECKING, Any
 
 from lusifer.batchapi.lines import CHAT_ENDPOINT
 from lusifer.llm import OpenAIEndpoint
+
+if TYPE_CHECKING:
+    # A type only: the SDK itself is imported by the first call (``OpenAIEndpoint``).
+    from openai.types import Batch
 
 # Terminal states of a batch: nothing more will change in it.
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})

@@ -8,7 +8,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from openai.types.chat import ChatCompletion
 from pydantic import ValidationError
 
 from lusifer.core.errors import TransientLLMError
@@ -77,6 +76,10 @@ def parse_line(data: dict[str, Any]) -> LineAnswer | LineError:
     status = response.get("status_code")
     body = response.get("body")
     if status == 200 and isinstance(body, dict):
+        # Imported here: the SDK's types cost a second of start-up to every process, and
+        # only a coordinator reading a finished batch needs them.
+        from openai.types.chat import ChatCompletion
+
         try:
             return LineAnswer(custom_id, result_of(ChatCompletion.model_validate(body)))
         except (ValidationError, TransientLLMError) as err:

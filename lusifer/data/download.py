@@ -7,8 +7,6 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import httpx
-
 from lusifer.core.errors import DataError
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
@@ -57,6 +55,8 @@ def ensure_movielens_100k(
 
 
 def _download_and_extract(url: str, expected_sha256: str, timeout: float, scratch: Path) -> Path:
+    import httpx  # here: only a first download needs it, every process would pay its import
+
     archive = scratch / "ml-100k.zip"
     fix = f"check network access, or download it yourself and {_FIX}"
     digest = hashlib.sha256()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any, overload
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 
@@ -152,6 +151,8 @@ class Ratings(Sequence[Rating]):
 
     def positions(self, users: ArrayLike, items: ArrayLike) -> NDArray[np.int64]:
         """Index of each (user, item) pair among these ratings; -1 where it is not one."""
+        import pandas as pd  # here only: the workers and most commands never need pandas
+
         here = pd.MultiIndex.from_arrays([self.user_ids, self.item_ids])
         asked = pd.MultiIndex.from_arrays(
             [np.asarray(users, dtype=np.int32), np.asarray(items, dtype=np.int32)]

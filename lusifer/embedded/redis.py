@@ -19,8 +19,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-import redis
-
 from lusifer.core.errors import ConfigurationError, ServiceError
 from lusifer.embedded.processes import die_with_parent, log_file, stop_process
 
@@ -116,6 +114,8 @@ def embedded_redis(work_dir: Path) -> Iterator[str]:
 
 
 def _wait_ready(sock: Path, process: subprocess.Popen[bytes], log: Path) -> None:
+    import redis  # here: every `lusifer` command imports this module, few start a Redis
+
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:

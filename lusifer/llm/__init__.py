@@ -3,12 +3,8 @@ client (blocking and asyncio) and an in-process fake."""
 
 from __future__ import annotations
 
-from lusifer.llm.client import (
-    AsyncChatModel,
-    AsyncOpenAICompatibleModel,
-    OpenAICompatibleModel,
-    OpenAIEndpoint,
-)
+from lusifer.llm.async_client import AsyncChatModel, AsyncOpenAICompatibleModel
+from lusifer.llm.client import OpenAICompatibleModel, OpenAIEndpoint
 from lusifer.llm.failures import (
     chat_result_of_http,
     classify_openai_error,

@@ -11,7 +11,6 @@ import logging
 import math
 from typing import Any, TypeVar
 
-import openai
 from tenacity import (
     AsyncRetrying,
     BaseRetrying,
@@ -80,6 +79,9 @@ def _error_of_status(
 
 def classify_openai_error(err: Exception, model: str, base_url: str) -> Exception:
     """Map an ``openai`` exception onto Lusifer's transient/permanent errors."""
+    # Imported here: only a process that used the SDK (and so loaded it) gets its errors.
+    import openai
+
     if isinstance(err, openai.APIConnectionError):  # APITimeoutError is one too
         return transport_error(base_url, timed_out=isinstance(err, openai.APITimeoutError))
     if isinstance(err, openai.APIStatusError):

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from lusifer.core.config import StructuredOutput
 from lusifer.core.errors import TransientLLMError
 from lusifer.llm.ratelimit import estimate_tokens
+
+if TYPE_CHECKING:
+    # Only a type here: the SDK's types cost a second of start-up to every process.
+    from openai.types.chat import ChatCompletion
 
 T = TypeVar("T")
 

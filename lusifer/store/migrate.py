@@ -22,14 +22,17 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, inspect, text
 
 from lusifer.core.errors import ServiceError
+
+# Alembic is imported by the functions that use it: a worker or `lusifer --help` that never
+# reads the schema revision would otherwise pay a few tenths of a second at every start.
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Any constant: PostgreSQL serialises concurrent upgrades (two coordinators, a coordinator and
@@ -54,6 +57,8 @@ class SchemaUpgrade:
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic configuration built in code; no alembic.ini is needed."""
+    from alembic.config import Config
+
     config = Config()
     # ConfigParser interpolation: a "%" in the install path must be doubled.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -64,6 +69,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 @lru_cache(maxsize=1)
 def _scripts() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -76,6 +83,8 @@ def head_revision() -> str:
 
 def current_revision(connection: Connection) -> str | None:
     """The revision a database is at; None for an empty or pre-migration database."""
+    from alembic.runtime.migration import MigrationContext
+
     return MigrationContext.configure(connection).get_current_revision()
 
 
@@ -90,6 +99,8 @@ def _known(revision: str) -> bool:
 
 def upgrade_schema(engine: Engine) -> SchemaUpgrade:
     """Bring a database to the newest revision; see the module docstring."""
+    from alembic import command
+
     head = head_revision()
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
@@ -127,6 +138,8 @@ def require_current_schema(connection: Connection, where: str) -> None:
 
 def new_revision(message: str) -> Path:
     """Autogenerate the next revision from the difference between tables.py and the head."""
+    from alembic import command
+
     numbers = [int(s.revision) for s in _scripts().walk_revisions() if s.revision.isdigit()]
     rev_id = f"{max(numbers, default=0) + 1:04d}"
     slug = re.sub(r"[^a-z0-9]+", "_", message.lower()).strip("_")[:40]

@@ -102,7 +102,7 @@ def test_an_unexpected_error_fails_the_step_naming_it(
 
     with StubServer(StubConfig()) as stub:
         rid = _reset_request(engine, stub.base_url, "bug")
-        monkeypatch.setattr("workers.tasks.execute_env_request", explode)
+        monkeypatch.setattr("lusifer.env.dynamics.execute_env_request", explode)
         assert run_env_request(FakeTask(0), rid) == "failed"  # type: ignore[arg-type]
     row = _row(engine, rid)
     assert row.state == "failed"
@@ -117,7 +117,7 @@ def test_a_database_away_keeps_the_message(engine: Engine, monkeypatch: pytest.M
 
     with StubServer(StubConfig()) as stub:
         rid = _reset_request(engine, stub.base_url, "dbdown")
-        monkeypatch.setattr("workers.tasks.set_state", refused)
+        monkeypatch.setattr("lusifer.env.store.set_state", refused)
         task = FakeTask(0)
         with pytest.raises(_Retry):
             run_env_request(task, rid)  # type: ignore[arg-type]
