@@ -28,7 +28,21 @@ def _lusifer(args: list[str], cwd: Path, data_dir: Path) -> subprocess.Completed
     )
 
 
-def _processes() -> set[tuple[int, str]]:
+def _cwd(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/cwd")
+    except OSError:  # gone meanwhile
+        return ""
+
+
+def _processes(root: Path) -> set[tuple[int, str]]:
+    """Model servers, workers, brokers and databases working under ``root``.
+
+    Only what this test started counts: the machine may run other model servers, workers and
+    databases (another user's benchmark once failed this check). What local mode starts works
+    in the test's directory: the commands' own, or (PostgreSQL) its data directory within.
+    """
+    own = str(root.resolve())
     out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
     found = set()
     for line in out.stdout.splitlines():
@@ -41,16 +55,15 @@ def _processes() -> set[tuple[int, str]]:
                 "redis-server",
                 "bin/postgres",
             )
-        ):
+        ) and _cwd(int(pid)).startswith(own):
             found.add((int(pid), args))
     return found
 
 
-def _leftover_processes(before: set[tuple[int, str]], wait_s: float = 10.0) -> list[str]:
-    # Only what this test started counts: other model servers may run on the machine. A
-    # broker told to shut down may need a moment to exit.
+def _leftover_processes(root: Path, wait_s: float = 10.0) -> list[str]:
+    # A broker told to shut down may need a moment to exit.
     deadline = time.monotonic() + wait_s
-    while (left := sorted(args for _pid, args in _processes() - before)) and (
+    while (left := sorted(args for _pid, args in _processes(root))) and (
         time.monotonic() < deadline
     ):
         time.sleep(0.2)
@@ -65,7 +78,6 @@ def _leftover_processes(before: set[tuple[int, str]], wait_s: float = 10.0) -> l
 def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     data_dir: Path, tmp_path: Path
 ) -> None:
-    before = _processes()
     # Users 4 and 9 have ten test ratings each in u1: one rating call each.
     run = _lusifer(
         [
@@ -112,7 +124,7 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert sorted((u, s) for u, s, _ in steps) == [(4, 0), (4, 1), (9, 0), (9, 1)]
     assert all(profile.strip() for _, _, profile in steps)
     # Everything local mode started is gone.
-    assert _leftover_processes(before) == []
+    assert _leftover_processes(tmp_path) == []
 
     # Resuming a finished run sends nothing new to the model; report reads the same numbers.
     resumed = _lusifer(["resume", "e2e"], tmp_path, data_dir)
@@ -123,4 +135,4 @@ def test_local_mode_runs_resumes_and_reports_with_the_real_model(
     assert report.returncode == 0
     first_row = next(line for line in run.stdout.splitlines() if line.startswith("│ u1"))
     assert first_row in report.stdout
-    assert _leftover_processes(before) == []
+    assert _leftover_processes(tmp_path) == []
